@@ -1,0 +1,15 @@
+"""sparsevae: identifiable latent variables from Perturb-seq screens (sVAE+ on scvi-tools)."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import data, evaluate, metrics, pl, tl
+from .model import SparseVAE
+
+try:
+    __version__ = version("sparsevae")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = ["SparseVAE", "data", "evaluate", "metrics", "pl", "tl"]

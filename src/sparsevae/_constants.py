@@ -1,0 +1,52 @@
+"""Registry keys, module output keys and result keys used across the package.
+
+Keeping them here means no string literal for a tensor or an AnnData slot is repeated in
+several files.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class _RegistryKeys(NamedTuple):
+    X_KEY: str = "X"
+    BATCH_KEY: str = "batch"
+    PERTURBATION_KEY: str = "perturbation"
+
+
+class _ModuleKeys(NamedTuple):
+    X_KEY: str = "x"
+    Z_KEY: str = "z"
+    QZ_KEY: str = "qz"
+    PZ_KEY: str = "pz"
+    PX_KEY: str = "px"
+    LIBRARY_KEY: str = "library"
+    BATCH_INDEX_KEY: str = "batch_index"
+    PERTURBATION_KEY: str = "perturbation"
+
+
+class _PriorNames(NamedTuple):
+    SPIKE_SLAB: str = "spike_slab"
+    L1: str = "l1"
+    DENSE: str = "dense"
+    STANDARD: str = "standard"
+
+
+REGISTRY_KEYS = _RegistryKeys()
+MODULE_KEYS = _ModuleKeys()
+PRIORS = _PriorNames()
+
+#: Method names used by benchmarks and evaluation, mapped to SparseVAE keyword arguments.
+METHODS: dict[str, dict] = {
+    "svae+": {"prior": PRIORS.SPIKE_SLAB},
+    "svae": {"prior": PRIORS.L1},
+    "ivae": {"prior": PRIORS.DENSE},
+    "beta-vae": {"prior": PRIORS.STANDARD, "beta": 8.0},
+    "vae": {"prior": PRIORS.STANDARD},
+}
+
+#: Keys written by :func:`sparsevae.tl.write_results`.
+RESULT_PI_KEY = "pi"
+RESULT_SHIFT_KEY = "shift"
+RESULT_PARAMS_KEY = "params"

@@ -1,0 +1,129 @@
+"""Training schedule for SparseVAE: scvi-tools' TrainingPlan with a separate prior learning rate."""
+
+from __future__ import annotations
+
+import torch
+from scvi.module.base import LossOutput
+from scvi.train import TrainingPlan
+
+_TRAIN, _VALIDATION = "train", "validation"
+
+
+class SparseVAETrainingPlan(TrainingPlan):
+    """scvi-tools ``TrainingPlan`` (KL warm-up, Adam) tuned for SparseVAE.
+
+    Differences from the parent, each for a measured reason:
+
+    - the prior's parameters (shifts mu and mask logits) get their own learning rate
+      ``lr_prior`` and Adam eps 1e-8: each receives gradient only from the cells of one
+      perturbation, O(1/N) under the per-cell loss;
+    - Adam runs as one fused kernel (about 3x faster steps on CPU);
+    - the ELBO terms are summed in tensors during the epoch and logged once at its end, with
+      the same names as scvi-tools (``elbo_train``, ``reconstruction_loss_validation``, ...):
+      Lightning's per-step ``log`` calls cost more than the model's forward pass on small data.
+
+    Parameters
+    ----------
+    module
+        A :class:`~sparsevae.module.SparseShiftVAE`.
+    lr_prior
+        Learning rate of the prior's parameters (default: ``lr``).
+    **kwargs
+        Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``, ...).
+    """
+
+    def __init__(self, module, *, lr_prior: float | None = None, **kwargs):
+        super().__init__(module, **kwargs)
+        self.lr_prior = lr_prior
+        self._sums: dict[str, dict[str, torch.Tensor]] = {}
+
+    # ---- optimisation --------------------------------------------------------------------
+    def configure_optimizers(self):
+        if self.optimizer_name == "Custom":
+            return super().configure_optimizers()
+        prior_params = [p for p in self.module.prior.parameters() if p.requires_grad]
+        prior_ids = {id(p) for p in prior_params}
+        other_params = [
+            p for p in self.module.parameters() if p.requires_grad and id(p) not in prior_ids
+        ]
+        groups = [{"params": other_params}]
+        if prior_params:
+            # The prior's gradients are O(1/N) under the per-cell loss scaling, far below
+            # scvi-tools' eps = 0.01, which would damp them to a crawl: use Adam's usual eps.
+            groups.append({"params": prior_params, "lr": self.lr_prior or self.lr, "eps": 1e-8})
+        optimizer_cls = torch.optim.AdamW if self.optimizer_name == "AdamW" else torch.optim.Adam
+        optimizer = optimizer_cls(
+            groups, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay, fused=True
+        )
+        config = {"optimizer": optimizer}
+        if self.reduce_lr_on_plateau:
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer,
+                patience=self.lr_patience,
+                factor=self.lr_factor,
+                threshold=self.lr_threshold,
+                min_lr=self.lr_min,
+                threshold_mode="abs",
+            )
+            config["lr_scheduler"] = {"scheduler": scheduler, "monitor": self.lr_scheduler_metric}
+        return config
+
+    # ---- steps ---------------------------------------------------------------------------
+    def _step(self, batch, mode: str) -> torch.Tensor:
+        if "kl_weight" in self.loss_kwargs:
+            self.loss_kwargs["kl_weight"] = self.kl_weight
+        _, _, loss_output = self.forward(batch, loss_kwargs=self.loss_kwargs)
+        self._accumulate(mode, loss_output)
+        return loss_output.loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, _TRAIN)
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, _VALIDATION)
+
+    @torch.no_grad()
+    def _accumulate(self, mode: str, loss_output: LossOutput) -> None:
+        n = loss_output.n_obs_minibatch
+        sums = self._sums.setdefault(mode, {})
+        terms = {
+            "n_obs": torch.tensor(float(n), device=loss_output.loss.device),
+            "loss": loss_output.loss.detach() * n,
+            "reconstruction_loss": loss_output.reconstruction_loss_sum.detach(),
+            "kl_local": loss_output.kl_local_sum.detach(),
+        }
+        for key, value in terms.items():
+            sums[key] = sums[key] + value if key in sums else value
+        sums["kl_global"] = loss_output.kl_global_sum.detach()
+
+    def _log_epoch(self, mode: str, n_total: int | None) -> None:
+        sums = self._sums.pop(mode, None)
+        if not sums:
+            return
+        if self.use_sync_dist:
+            for key in ("n_obs", "loss", "reconstruction_loss", "kl_local"):
+                sums[key] = self.trainer.strategy.reduce(sums[key], reduce_op="sum")
+        n = sums["n_obs"]
+        reconstruction = sums["reconstruction_loss"] / n
+        kl_local = sums["kl_local"] / n
+        kl_global = sums["kl_global"]
+        elbo = reconstruction + kl_local + kl_global / max(n_total or 1, 1)
+        loss_name = "train_loss" if mode == _TRAIN else "validation_loss"
+        metrics = {
+            loss_name: sums["loss"] / n,
+            f"elbo_{mode}": elbo,
+            f"reconstruction_loss_{mode}": reconstruction,
+            f"kl_local_{mode}": kl_local,
+            f"kl_global_{mode}": kl_global,
+        }
+        if mode == _TRAIN:
+            metrics["kl_weight"] = torch.as_tensor(float(self.kl_weight))
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=False)
+
+    def on_train_epoch_end(self):
+        self._log_epoch(_TRAIN, self.n_obs_training)
+
+    def on_validation_epoch_end(self):
+        if not self.trainer.sanity_checking:
+            self._log_epoch(_VALIDATION, self.n_obs_validation)
+        self._sums.pop(_VALIDATION, None)

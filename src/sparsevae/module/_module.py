@@ -1,0 +1,171 @@
+"""The sparse mechanism shift VAE as a pure torch module (scvi-tools ``BaseModuleClass``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from scvi.distributions import NegativeBinomial
+from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from scvi.nn import DecoderSCVI, Encoder
+from torch.distributions import Normal
+
+from sparsevae._constants import MODULE_KEYS, PRIORS, REGISTRY_KEYS
+
+from ._priors import PerturbationPrior, make_prior
+
+
+class SparseShiftVAE(BaseModuleClass):
+    """Encoder q(z | x), negative binomial decoder p(x | z) and a perturbation prior p(z | a).
+
+    Parameters
+    ----------
+    n_input
+        Number of genes.
+    n_perturbations
+        Number of perturbation categories (control included).
+    control_index
+        Category code of control cells, or ``None``.
+    n_batch
+        Number of batches (1: no batch covariate). Batches enter the decoder only.
+    n_hidden, n_latent, n_layers, dropout_rate
+        Architecture of the encoder and decoder MLPs.
+    prior
+        ``"spike_slab"`` (sVAE+), ``"l1"`` (sVAE), ``"dense"`` (iVAE) or ``"standard"`` (VAE).
+    beta
+        Weight of the KL term (beta-VAE when > 1).
+    alpha
+        Beta(1, alpha) parameter for ``"spike_slab"``; L1 weight for ``"l1"``.
+    temperature
+        Gumbel-sigmoid temperature of the masks.
+    use_batch_norm
+        Where to use batch normalisation in the MLPs.
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        n_perturbations: int,
+        control_index: int | None = None,
+        n_batch: int = 1,
+        n_hidden: int = 128,
+        n_latent: int = 15,
+        n_layers: int = 2,
+        dropout_rate: float = 0.1,
+        prior: str = PRIORS.SPIKE_SLAB,
+        beta: float = 1.0,
+        alpha: float = 1.0,
+        temperature: float = 1.0,
+        use_batch_norm: Literal["encoder", "decoder", "none", "both"] = "both",
+    ):
+        super().__init__()
+        self.n_input = n_input
+        self.n_latent = n_latent
+        self.n_batch = n_batch
+        self.beta = float(beta)
+        batch_norm_encoder = use_batch_norm in ("encoder", "both")
+        batch_norm_decoder = use_batch_norm in ("decoder", "both")
+        cat_list = [n_batch] if n_batch > 1 else None
+
+        self.z_encoder = Encoder(
+            n_input,
+            n_latent,
+            n_layers=n_layers,
+            n_hidden=n_hidden,
+            dropout_rate=dropout_rate,
+            use_batch_norm=batch_norm_encoder,
+            return_dist=True,
+        )
+        self.decoder = DecoderSCVI(
+            n_latent,
+            n_input,
+            n_cat_list=cat_list,
+            n_layers=n_layers,
+            n_hidden=n_hidden,
+            use_batch_norm=batch_norm_decoder,
+        )
+        # One inverse dispersion per gene (log scale), as scVI's dispersion="gene".
+        self.px_r = torch.nn.Parameter(torch.randn(n_input))
+        self.prior: PerturbationPrior = make_prior(
+            prior, n_perturbations, n_latent, control_index, alpha, temperature
+        )
+
+    # ---- plumbing ------------------------------------------------------------------------
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
+        return {MODULE_KEYS.X_KEY: tensors[REGISTRY_KEYS.X_KEY]}
+
+    def _get_generative_input(
+        self, tensors: dict[str, torch.Tensor], inference_outputs: dict, **kwargs
+    ) -> dict:
+        batch = tensors.get(REGISTRY_KEYS.BATCH_KEY)
+        return {
+            MODULE_KEYS.Z_KEY: inference_outputs[MODULE_KEYS.Z_KEY],
+            MODULE_KEYS.LIBRARY_KEY: inference_outputs[MODULE_KEYS.LIBRARY_KEY],
+            MODULE_KEYS.BATCH_INDEX_KEY: batch,
+            MODULE_KEYS.PERTURBATION_KEY: tensors[REGISTRY_KEYS.PERTURBATION_KEY],
+        }
+
+    # ---- model ---------------------------------------------------------------------------
+    @auto_move_data
+    def inference(self, x: torch.Tensor, n_samples: int = 1) -> dict:
+        """q(z | x) from log1p counts; ``library`` is the observed log library size."""
+        library = torch.log(x.sum(dim=1, keepdim=True))
+        qz, z = self.z_encoder(torch.log1p(x))
+        if n_samples > 1:
+            z = qz.rsample((n_samples,))
+            library = library.expand(n_samples, -1, -1)
+        return {MODULE_KEYS.QZ_KEY: qz, MODULE_KEYS.Z_KEY: z, MODULE_KEYS.LIBRARY_KEY: library}
+
+    @auto_move_data
+    def generative(
+        self,
+        z: torch.Tensor,
+        library: torch.Tensor,
+        perturbation: torch.Tensor,
+        batch_index: torch.Tensor | None = None,
+    ) -> dict:
+        """p(x | z) and the prior p(z | a) of each cell."""
+        cat = () if self.n_batch <= 1 or batch_index is None else (batch_index,)
+        px_scale, _, px_rate, _ = self.decoder("gene", z, library, *cat)
+        px = NegativeBinomial(mu=px_rate, theta=torch.exp(self.px_r), scale=px_scale)
+        pz = self.prior.distribution(perturbation.reshape(-1).long())
+        return {MODULE_KEYS.PX_KEY: px, MODULE_KEYS.PZ_KEY: pz}
+
+    def loss(
+        self,
+        tensors: dict[str, torch.Tensor],
+        inference_outputs: dict,
+        generative_outputs: dict,
+        kl_weight: float = 1.0,
+        n_obs: int = 1,
+    ) -> LossOutput:
+        """Per-cell negative ELBO averaged over the minibatch plus the prior's global term / N.
+
+        This is MODEL.md's ``N * mean(rec + kl_weight * KL) + kl_weight * penalty`` divided by
+        the number of training cells N, so the logged loss reads per cell.
+        """
+        x = tensors[REGISTRY_KEYS.X_KEY]
+        px = generative_outputs[MODULE_KEYS.PX_KEY]
+        qz: Normal = inference_outputs[MODULE_KEYS.QZ_KEY]
+        pz: Normal = generative_outputs[MODULE_KEYS.PZ_KEY]
+        reconstruction = -px.log_prob(x).sum(-1)
+        kl_z = torch.distributions.kl_divergence(qz, pz).sum(-1)
+        penalty = self.prior.penalty()
+        loss = torch.mean(
+            reconstruction + kl_weight * self.beta * kl_z
+        ) + kl_weight * penalty / max(n_obs, 1)
+        return LossOutput(
+            loss=loss,
+            reconstruction_loss=reconstruction,
+            kl_local=kl_z,
+            kl_global=penalty,
+        )
+
+    @torch.inference_mode()
+    def sample(self, tensors: dict[str, torch.Tensor], n_samples: int = 1) -> torch.Tensor:
+        """Draw counts from p(x | z) with z from the encoder (posterior predictive)."""
+        inference_kwargs = {"n_samples": n_samples}
+        _, generative_outputs = self.forward(
+            tensors, inference_kwargs=inference_kwargs, compute_loss=False
+        )
+        return generative_outputs[MODULE_KEYS.PX_KEY].sample().cpu()

@@ -1,0 +1,258 @@
+"""Priors over the latent variables given the perturbation label.
+
+Every method of the package is the same VAE with a different prior object (scvi-tools'
+``sysvi`` does the same for its priors):
+
+=====================  =========  ==========================================================
+``prior=``             method     p(z | a)
+=====================  =========  ==========================================================
+``"standard"``         VAE        N(0, I); labels ignored (beta-VAE: ``beta`` > 1)
+``"dense"``            iVAE       N(mu_a, I)
+``"l1"``               sVAE       N(gamma_a * mu_a, I), L1 penalty on P(gamma = 1)
+``"spike_slab"``       sVAE+      N(gamma_a * mu_a, I), pi ~ Beta(1, alpha), gamma ~ Bern(pi)
+=====================  =========  ==========================================================
+
+Control cells (``control_index``) always get a zero shift.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Normal, kl_divergence
+
+from sparsevae._constants import PRIORS
+from sparsevae.nn import gumbel_sigmoid
+
+# Probabilities are kept inside [_PROB_EPS, 1 - _PROB_EPS] in every log-density so that a mask
+# that has converged to exactly 0 or 1 never produces -inf (and then NaN gradients).
+_PROB_EPS = 1e-6
+_MAX_LOGIT = math.log((1.0 - _PROB_EPS) / _PROB_EPS)
+
+
+class PerturbationPrior(nn.Module):
+    """Base class: p(z | a) = N(shift(a), I) with shift(a) = 0 (the standard prior).
+
+    Parameters
+    ----------
+    n_perturbations
+        Number of perturbation categories, control included.
+    n_latent
+        Number of latent variables.
+    control_index
+        Category code of the control cells (no shift), or ``None`` if there is no control.
+    """
+
+    name: str = PRIORS.STANDARD
+    #: Whether the prior has a learned per-perturbation shift.
+    has_shift: bool = False
+    #: Whether the prior has learned mask probabilities (a graph).
+    has_mask: bool = False
+
+    def __init__(self, n_perturbations: int, n_latent: int, control_index: int | None = None):
+        super().__init__()
+        self.n_perturbations = n_perturbations
+        self.n_latent = n_latent
+        self.control_index = control_index
+        is_perturbed = torch.ones(n_perturbations)
+        if control_index is not None:
+            is_perturbed[control_index] = 0.0
+        self.register_buffer("is_perturbed", is_perturbed)
+
+    # ---- per-cell quantities --------------------------------------------------------------
+    def cell_mean(self, perturbation: torch.Tensor) -> torch.Tensor:
+        """Prior mean of z for each cell; ``perturbation`` holds category codes, shape (n,)."""
+        return torch.zeros(
+            perturbation.shape[0], self.n_latent, device=perturbation.device, dtype=torch.float32
+        )
+
+    def distribution(self, perturbation: torch.Tensor) -> Normal:
+        """p(z | a) for each cell."""
+        mean = self.cell_mean(perturbation)
+        return Normal(mean, torch.ones_like(mean))
+
+    def kl(self, qz: Normal, perturbation: torch.Tensor) -> torch.Tensor:
+        """KL(q(z | x) || p(z | a)) summed over latents, one value per cell."""
+        return kl_divergence(qz, self.distribution(perturbation)).sum(dim=-1)
+
+    # ---- global quantities ----------------------------------------------------------------
+    def penalty(self) -> torch.Tensor:
+        """Negative log prior density of the global parameters (0 when there are none)."""
+        return self.is_perturbed.new_zeros(())
+
+    def shifts(self) -> torch.Tensor:
+        """Shift of each perturbation used at evaluation time, shape (n_perturbations, n_latent)."""
+        return self.is_perturbed.new_zeros(self.n_perturbations, self.n_latent)
+
+    def mask_probabilities(self) -> torch.Tensor | None:
+        """P(gamma = 1), shape (n_perturbations, n_latent), or ``None`` without masks."""
+        return None
+
+
+class DensePrior(PerturbationPrior):
+    """iVAE prior: every perturbation shifts every latent, z | a ~ N(mu_a, I)."""
+
+    name = PRIORS.DENSE
+    has_shift = True
+
+    def __init__(self, n_perturbations: int, n_latent: int, control_index: int | None = None):
+        super().__init__(n_perturbations, n_latent, control_index)
+        self.mu = nn.Parameter(torch.randn(n_perturbations, n_latent))
+
+    def _gate(self, perturbation: torch.Tensor) -> torch.Tensor:
+        """Per-cell factor multiplying mu (here: 1, and 0 for control)."""
+        return self.is_perturbed[perturbation].unsqueeze(-1)
+
+    def cell_mean(self, perturbation: torch.Tensor) -> torch.Tensor:
+        return self.mu[perturbation] * self._gate(perturbation)
+
+    def shifts(self) -> torch.Tensor:
+        return self.mu * self.is_perturbed.unsqueeze(-1)
+
+
+class MaskedPrior(DensePrior):
+    """z | a ~ N(gamma_a * mu_a, I) with gamma_a ~ Bernoulli(sigmoid(logits_a)).
+
+    During training each cell draws its own straight-through Gumbel-sigmoid mask from its
+    perturbation's logits; in evaluation the mask is the readout ``pi > 0.5``.
+
+    Parameters
+    ----------
+    temperature
+        Gumbel-sigmoid temperature.
+    logit_init
+        Initial logit of every edge; 5 gives pi ~ 0.99 (all edges on, sparsity prunes them).
+    """
+
+    has_mask = True
+
+    def __init__(
+        self,
+        n_perturbations: int,
+        n_latent: int,
+        control_index: int | None = None,
+        temperature: float = 1.0,
+        logit_init: float = 5.0,
+    ):
+        super().__init__(n_perturbations, n_latent, control_index)
+        if temperature <= 0:
+            raise ValueError(f"`temperature` must be positive, got {temperature}.")
+        self.temperature = temperature
+        self.logits = nn.Parameter(torch.full((n_perturbations, n_latent), float(logit_init)))
+
+    def _clamped_logits(self) -> torch.Tensor:
+        return self.logits.clamp(-_MAX_LOGIT, _MAX_LOGIT)
+
+    def _gate(self, perturbation: torch.Tensor) -> torch.Tensor:
+        logits = self._clamped_logits()[perturbation]
+        if self.training:
+            gamma = gumbel_sigmoid(logits, temperature=self.temperature, hard=True)
+        else:
+            gamma = (logits > 0).to(logits.dtype)
+        return gamma * self.is_perturbed[perturbation].unsqueeze(-1)
+
+    def shifts(self) -> torch.Tensor:
+        """Shift used at evaluation: mu where pi > 0.5, else 0."""
+        gamma = (self._clamped_logits() > 0).to(self.mu.dtype)
+        return self.mu * gamma * self.is_perturbed.unsqueeze(-1)
+
+    def mask_probabilities(self) -> torch.Tensor:
+        return torch.sigmoid(self._clamped_logits())
+
+    def _log_one_minus_pi(self) -> torch.Tensor:
+        # log(1 - sigmoid(l)) = logsigmoid(-l): finite for the clamped logits.
+        return F.logsigmoid(-self._clamped_logits())
+
+
+class SpikeSlabPrior(MaskedPrior):
+    """sVAE+ prior: pi ~ Beta(1, alpha), gamma ~ Bernoulli(pi), z | a ~ N(gamma * mu_a, I).
+
+    The Bernoulli prior probability is set equal to the posterior one (the paper's practical
+    choice), so the global term is ``-sum log Beta(pi; 1, alpha)`` over perturbed rows.
+
+    Parameters
+    ----------
+    alpha
+        Second Beta parameter; larger is sparser. ``alpha = 1`` is uniform (no sparsity).
+    """
+
+    name = PRIORS.SPIKE_SLAB
+
+    def __init__(
+        self,
+        n_perturbations: int,
+        n_latent: int,
+        control_index: int | None = None,
+        alpha: float = 1.0,
+        temperature: float = 1.0,
+        logit_init: float = 5.0,
+    ):
+        super().__init__(n_perturbations, n_latent, control_index, temperature, logit_init)
+        if alpha <= 0:
+            raise ValueError(f"`alpha` must be positive, got {alpha}.")
+        self.alpha = float(alpha)
+
+    def penalty(self) -> torch.Tensor:
+        # log Beta(pi; 1, alpha) = log(alpha) + (alpha - 1) * log(1 - pi)
+        log_density = math.log(self.alpha) + (self.alpha - 1.0) * self._log_one_minus_pi()
+        return -(log_density * self.is_perturbed.unsqueeze(-1)).sum()
+
+
+class L1Prior(MaskedPrior):
+    """sVAE prior: masks as in sVAE+ but sparsity from an L1 penalty ``alpha * sum(pi)``.
+
+    This is the first-order (L1) counterpart of the Beta term: for small pi,
+    ``-log Beta(pi; 1, alpha) ~ (alpha - 1) * pi + const``.
+    """
+
+    name = PRIORS.L1
+
+    def __init__(
+        self,
+        n_perturbations: int,
+        n_latent: int,
+        control_index: int | None = None,
+        alpha: float = 1.0,
+        temperature: float = 1.0,
+        logit_init: float = 5.0,
+    ):
+        super().__init__(n_perturbations, n_latent, control_index, temperature, logit_init)
+        if alpha < 0:
+            raise ValueError(f"`alpha` (the L1 weight) must be non-negative, got {alpha}.")
+        self.alpha = float(alpha)
+
+    def penalty(self) -> torch.Tensor:
+        pi = self.mask_probabilities()
+        return self.alpha * (pi * self.is_perturbed.unsqueeze(-1)).sum()
+
+
+PRIOR_CLASSES: dict[str, type[PerturbationPrior]] = {
+    PRIORS.STANDARD: PerturbationPrior,
+    PRIORS.DENSE: DensePrior,
+    PRIORS.L1: L1Prior,
+    PRIORS.SPIKE_SLAB: SpikeSlabPrior,
+}
+
+
+def make_prior(
+    name: str,
+    n_perturbations: int,
+    n_latent: int,
+    control_index: int | None,
+    alpha: float,
+    temperature: float,
+    logit_init: float = 5.0,
+) -> PerturbationPrior:
+    """Build the prior called ``name``; ``alpha`` is the Beta parameter or the L1 weight."""
+    if name not in PRIOR_CLASSES:
+        raise ValueError(f"Unknown prior {name!r}; choose one of {sorted(PRIOR_CLASSES)}.")
+    if name == PRIORS.SPIKE_SLAB:
+        return SpikeSlabPrior(
+            n_perturbations, n_latent, control_index, alpha, temperature, logit_init
+        )
+    if name == PRIORS.L1:
+        return L1Prior(n_perturbations, n_latent, control_index, alpha, temperature, logit_init)
+    return PRIOR_CLASSES[name](n_perturbations, n_latent, control_index)

@@ -1,0 +1,5 @@
+"""Small torch building blocks."""
+
+from ._gumbel import gumbel_sigmoid
+
+__all__ = ["gumbel_sigmoid"]

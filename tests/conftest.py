@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import logging
+import warnings
+
+import pytest
+import scvi
+
+import sparsevae as sv
+
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False, "enable_checkpointing": False}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet():
+    for name in ("lightning", "lightning.pytorch", "scvi"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*fewer than 3 cells.*")
+
+
+def small_simulation(**kwargs):
+    params = {
+        "n_perturbations": 6,
+        "n_cells_per_perturbation": 30,
+        "n_latent": 4,
+        "n_genes": 24,
+        "decoder_width": 12,
+        "random_state": 0,
+    }
+    params.update(kwargs)
+    return sv.data.simulate_sparse_shift(**params)
+
+
+@pytest.fixture
+def adata():
+    return small_simulation()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small sVAE+ trained for a few epochs, with its AnnData."""
+    data = small_simulation()
+    scvi.settings.seed = 0
+    sv.SparseVAE.setup_anndata(data, perturbation_key="perturbation", control="control")
+    model = sv.SparseVAE(data, n_latent=4, n_hidden=16)
+    model.train(max_epochs=3, check_val_every_n_epoch=1, **QUIET)
+    return model, data

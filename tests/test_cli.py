@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from sparsevae.cli import main
+
+from .conftest import small_simulation
+
+
+def test_demo_quick_writes_outputs(tmp_path, capsys):
+    code = main(
+        ["demo", "--quick", "--out", str(tmp_path), "--max-epochs", "2", "--methods", "svae+,vae"]
+    )
+    assert code == 0
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(metrics["method"]) == ["svae+", "vae"]
+    assert metrics[["mcc_pearson", "r2", "f1"]].notna().all().all()
+    assert metrics["mcc_pearson"].between(0, 1).all()
+    pi = pd.read_csv(tmp_path / "pi.csv", index_col=0)
+    assert pi.shape == (20, 5)
+    assert (tmp_path / "graph.png").stat().st_size > 0
+    assert "mcc_pearson" in capsys.readouterr().out
+
+
+def test_fit_on_h5ad(tmp_path):
+    data = small_simulation()
+    path = tmp_path / "screen.h5ad"
+    data.write_h5ad(path)
+    out = tmp_path / "fit"
+    code = main(
+        [
+            "fit",
+            str(path),
+            "--perturbation-key",
+            "perturbation",
+            "--control",
+            "control",
+            "--n-latent",
+            "3",
+            "--max-epochs",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_perturbations"] == 6 and summary["n_latent"] == 3
+    assert (out / "results.h5ad").exists() and (out / "pi_heatmap.png").exists()
+
+
+def test_fit_reports_bad_key(tmp_path, capsys):
+    data = small_simulation()
+    path = tmp_path / "screen.h5ad"
+    data.write_h5ad(path)
+    code = main(["fit", str(path), "--perturbation-key", "guide", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "perturbation_key='guide'" in capsys.readouterr().err

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+import torch
+
+import sparsevae as sv
+
+from .conftest import QUIET, small_simulation
+
+
+def test_getters_shapes_and_names(trained):
+    model, data = trained
+    z = model.get_latent_representation()
+    assert z.shape == (data.n_obs, 4) and np.isfinite(z).all()
+    names = [f"P{i}" for i in range(6)]
+    latents = [f"latent_{i}" for i in range(4)]
+    for frame in (
+        model.get_mask_probabilities(),
+        model.get_perturbation_shifts(),
+        model.get_intervention_targets(),
+    ):
+        assert list(frame.index) == names
+        assert list(frame.columns) == latents
+    pi = model.get_mask_probabilities()
+    assert ((pi >= 0) & (pi <= 1)).all().all()
+    targets = model.get_intervention_targets(threshold=0.5)
+    assert targets.dtypes.eq(bool).all()
+    assert (targets == (pi > 0.5)).all().all()
+    shifts = model.get_perturbation_shifts()
+    assert (shifts.to_numpy()[~targets.to_numpy()] == 0).all()
+
+
+def test_training_loss_is_finite(trained):
+    model, _ = trained
+    for key in ("train_loss", "elbo_train", "reconstruction_loss_train", "kl_local_train"):
+        values = model.history[key].to_numpy(dtype=float)
+        assert len(values) == 3 and np.isfinite(values).all()
+    validation = model.history["elbo_validation"].to_numpy(dtype=float)
+    assert len(validation) == 3 and np.isfinite(validation).all()
+
+
+def test_save_load_gives_identical_outputs(trained, tmp_path):
+    model, data = trained
+    model.save(tmp_path / "model")
+    loaded = sv.SparseVAE.load(tmp_path / "model", adata=data)
+    np.testing.assert_array_equal(
+        loaded.get_latent_representation(), model.get_latent_representation()
+    )
+    pd.testing.assert_frame_equal(loaded.get_mask_probabilities(), model.get_mask_probabilities())
+    pd.testing.assert_frame_equal(loaded.get_perturbation_shifts(), model.get_perturbation_shifts())
+    assert loaded.prior_name == "spike_slab" and loaded.control == "control"
+
+
+def test_write_results_survives_h5ad_round_trip(trained, tmp_path):
+    model, data = trained
+    data = data.copy()
+    sv.tl.write_results(data, model, key_added="svp")
+    path = tmp_path / "results.h5ad"
+    data.write_h5ad(path)
+    back = anndata.read_h5ad(path)
+    np.testing.assert_allclose(back.obsm["X_svp"], model.get_latent_representation())
+    pd.testing.assert_frame_equal(
+        back.uns["svp"]["pi"], model.get_mask_probabilities(), check_names=False
+    )
+    pd.testing.assert_frame_equal(
+        back.uns["svp"]["shift"], model.get_perturbation_shifts(), check_names=False
+    )
+    params = back.uns["svp"]["params"]
+    assert params["prior"] == "spike_slab" and params["n_latent"] == 4
+    assert params["alpha"] == 6.0  # default alpha = number of perturbations
+
+
+@pytest.mark.parametrize(
+    ("prior", "beta"), [("l1", 1.0), ("dense", 1.0), ("standard", 1.0), ("standard", 8.0)]
+)
+def test_baselines_share_the_module_and_differ_in_the_prior(prior, beta):
+    data = small_simulation()
+    sv.SparseVAE.setup_anndata(data, perturbation_key="perturbation", control="control")
+    model = sv.SparseVAE(data, n_latent=4, n_hidden=16, prior=prior, beta=beta)
+    reference = sv.SparseVAE(data, n_latent=4, n_hidden=16)
+    shared = {k for k in reference.module.state_dict() if not k.startswith("prior.")}
+    assert shared == {k for k in model.module.state_dict() if not k.startswith("prior.")}
+    model.train(max_epochs=2, **QUIET)
+    assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
+    pi = model.get_mask_probabilities()
+    targets = model.get_intervention_targets()
+    assert pi.shape == targets.shape == (6, 4)
+    if prior in ("dense", "standard"):
+        assert (pi.to_numpy() == (1.0 if prior == "dense" else 0.0)).all()
+        assert (targets.sum(axis=1) == 2).all()  # top-2 |shift| readout
+    if prior == "standard":
+        # empirical shift: mean latent of a perturbation minus that of control
+        z = model.get_latent_representation()
+        labels = data.obs["perturbation"].to_numpy()
+        expected = z[labels == "P0"].mean(0) - z[labels == "control"].mean(0)
+        np.testing.assert_allclose(
+            model.get_perturbation_shifts().loc["P0"].to_numpy(), expected, atol=1e-5
+        )
+
+
+def test_beta_scales_the_kl_term():
+    data = small_simulation()
+    sv.SparseVAE.setup_anndata(data, perturbation_key="perturbation", control="control")
+    model = sv.SparseVAE(data, n_latent=4, n_hidden=16, prior="standard", beta=8.0)
+    model.module.eval()
+    tensors = next(iter(model._make_data_loader(data, batch_size=64)))
+    torch.manual_seed(0)
+    _, _, out = model.module(tensors, loss_kwargs={"kl_weight": 1.0})
+    expected = out.reconstruction_loss["reconstruction_loss"] + 8.0 * out.kl_local["kl_local"]
+    assert out.loss.item() == pytest.approx(expected.mean().item(), rel=1e-5)
+
+
+def test_sparsity_prunes_edges_on_a_clear_signal():
+    """With alpha = K, masks start all-on and training switches most non-target edges off."""
+    data = small_simulation(n_perturbations=8, n_cells_per_perturbation=80, random_state=3)
+    scvi.settings.seed = 0
+    sv.SparseVAE.setup_anndata(data, perturbation_key="perturbation", control="control")
+    model = sv.SparseVAE(data, n_latent=4, n_hidden=32)
+    model.train(max_epochs=150, batch_size=128, n_epochs_kl_warmup=10, **QUIET)
+    targets = model.get_intervention_targets()
+    n_edges = int(targets.to_numpy().sum())
+    n_true = int(data.uns["true_targets"].to_numpy().sum())
+    assert n_edges <= n_true + 4  # started at all 32 on
+    assert (targets.sum(axis=1) >= 1).all()  # every perturbation keeps a target
+
+
+def test_invalid_model_arguments(adata):
+    sv.SparseVAE.setup_anndata(adata, perturbation_key="perturbation", control="control")
+    with pytest.raises(ValueError, match="prior='spike'"):
+        sv.SparseVAE(adata, prior="spike")
+    with pytest.raises(ValueError, match="beta"):
+        sv.SparseVAE(adata, beta=0)
