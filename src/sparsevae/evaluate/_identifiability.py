@@ -52,7 +52,8 @@ def identifiability_report(
     max_epochs: int = 300,
     model_kwargs: dict | None = None,
     train_kwargs: dict | None = None,
-) -> pd.DataFrame:
+    return_models: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, dict]:
     """Train each method for each seed and score latents and graph against the ground truth.
 
     Parameters
@@ -74,6 +75,9 @@ def identifiability_report(
         Training epochs.
     model_kwargs, train_kwargs
         Extra arguments of :class:`~sparsevae.SparseVAE` and its ``train``.
+    return_models
+        Also return the trained models, keyed by ``(method, seed)``; their ``adata`` holds
+        the training cells with ``obsm["z_true"]``.
 
     Returns
     -------
@@ -97,7 +101,7 @@ def identifiability_report(
     truth = true_targets.loc[list(train_perturbations)]
     n_latent = n_latent or z_true.shape[1]
 
-    rows = []
+    rows, models = [], {}
     for method in methods:
         kwargs = {"n_latent": n_latent, **method_kwargs(method), **(model_kwargs or {})}
         for seed in seeds:
@@ -131,4 +135,7 @@ def identifiability_report(
                 }
             )
             logger.info("%s seed %d: %s", method, seed, rows[-1])
-    return pd.DataFrame(rows)
+            if return_models:
+                models[(method, int(seed))] = model
+    report = pd.DataFrame(rows)
+    return (report, models) if return_models else report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -91,13 +92,27 @@ def graph_comparison(
     z_true,
     z,
     *,
+    ax: Sequence[Axes] | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
-) -> np.ndarray | None:
+) -> Sequence[Axes] | None:
     """Learned pi beside the true graph, latents matched to the true ones.
 
     Inferred latents are matched to true latents (Hungarian on |Pearson correlation|), and
     pi's columns reordered to match; rows follow ``true_targets``.
+
+    Parameters
+    ----------
+    true_targets
+        Perturbations × true latents, 0/1.
+    pi
+        Perturbations × inferred latents.
+    z_true, z
+        True and inferred latents of the same cells (for the matching).
+    ax
+        Two axes to draw in (true, learned); new ones by default.
+    show, save
+        Show the figure; save it to this path.
 
     Returns
     -------
@@ -114,8 +129,15 @@ def graph_comparison(
         f"{c}→{true_targets.columns[t]}"
         for c, t in zip(matched.columns, true_index[order], strict=True)
     ]
-    height = max(3.0, 0.1 * true_targets.shape[0] + 1.5)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * (0.35 * true_targets.shape[1] + 2.5), height))
+    if ax is None:
+        height = max(3.0, 0.1 * true_targets.shape[0] + 1.5)
+        width = 2 * (0.35 * true_targets.shape[1] + 2.5)
+        fig, axes = plt.subplots(1, 2, figsize=(width, height))
+    else:
+        axes = list(ax)
+        if len(axes) != 2:
+            raise ValueError(f"ax must hold two axes (true, learned), got {len(axes)}.")
+        fig = axes[0].get_figure()
     _draw(true_targets, axes[0], "true graph", "target")
     _draw(matched, axes[1], "learned pi (matched latents)", "P(target)")
     fig.tight_layout()
