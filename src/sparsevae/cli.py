@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,9 @@ DEMO_SETTINGS = {
             "n_cells_per_perturbation": 150,
             "n_latent": 5,
             "n_genes": 60,
+            "n_targets": (1, 2),
         },
-        "max_epochs": 60,
+        "max_epochs": 100,
     },
 }
 
@@ -152,8 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sparsevae`` console script."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("lightning", "lightning.pytorch", "scvi"):
+    import lightning  # noqa: F401  (configures its loggers on import; quiet them afterwards)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "scvi"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     try:
         return args.func(args)
     except (KeyError, ValueError) as error:

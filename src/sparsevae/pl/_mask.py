@@ -81,7 +81,7 @@ def mask_heatmap(
     pi = pd.DataFrame(adata.uns[key][RESULT_PI_KEY]).astype(float)
     if cluster:
         pi = pi.iloc[_cluster_order(pi.to_numpy()), _cluster_order(pi.to_numpy().T)]
-    ax = new_axes(ax, (max(4.0, 0.35 * pi.shape[1] + 2), max(3.0, 0.12 * pi.shape[0] + 1.5)))
+    ax = new_axes(ax, (max(4.0, 0.35 * pi.shape[1] + 2), max(3.5, 0.16 * pi.shape[0] + 2.0)))
     _draw(pi, ax, "perturbation → latent (pi)", "P(target)")
     return finish(ax, show, save)
 
@@ -130,7 +130,7 @@ def graph_comparison(
         for c, t in zip(matched.columns, true_index[order], strict=True)
     ]
     if ax is None:
-        height = max(3.0, 0.1 * true_targets.shape[0] + 1.5)
+        height = max(3.5, 0.16 * true_targets.shape[0] + 2.0)
         width = 2 * (0.35 * true_targets.shape[1] + 2.5)
         fig, axes = plt.subplots(1, 2, figsize=(width, height))
     else:
