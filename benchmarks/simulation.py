@@ -15,7 +15,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -44,9 +43,10 @@ def run_one(method: str, seed: int, max_epochs: int, n_train: int, threads: int)
 
     torch.set_num_threads(threads)
     warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "scvi"):
-        logging.getLogger(name).setLevel(logging.ERROR)
     import sparsevae as sv
+    from sparsevae._quiet import silence_lightning
+
+    silence_lightning()
 
     adata = sv.data.simulate_sparse_shift(
         n_perturbations=100,

@@ -1,22 +1,16 @@
 from __future__ import annotations
 
-import logging
-import warnings
-
 import pytest
 import scvi
 
 import sparsevae as sv
-
-QUIET = {"enable_progress_bar": False, "enable_model_summary": False, "enable_checkpointing": False}
+from sparsevae._quiet import QUIET_TRAINER as QUIET
+from sparsevae._quiet import silence_lightning
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _quiet():
-    for name in ("lightning", "lightning.pytorch", "scvi"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*fewer than 3 cells.*")
+    silence_lightning()
 
 
 def small_simulation(**kwargs):

@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -154,12 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sparsevae`` console script."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    import lightning  # noqa: F401  (configures its loggers on import; quiet them afterwards)
+    from sparsevae._quiet import silence_lightning
 
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "scvi"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="lightning")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    silence_lightning()
     try:
         return args.func(args)
     except (KeyError, ValueError) as error:

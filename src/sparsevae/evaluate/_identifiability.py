@@ -12,15 +12,10 @@ import scvi
 from anndata import AnnData
 
 from sparsevae._constants import METHODS
+from sparsevae._quiet import QUIET_TRAINER
 from sparsevae.metrics import graph_scores, linear_r2, mean_correlation_coefficient
 
 logger = logging.getLogger(__name__)
-
-_QUIET_TRAINER = {
-    "enable_progress_bar": False,
-    "enable_model_summary": False,
-    "enable_checkpointing": False,
-}
 
 
 def method_kwargs(method: str) -> dict:
@@ -109,7 +104,7 @@ def identifiability_report(
             SparseVAE.setup_anndata(train, perturbation_key=perturbation_key, control=control)
             model = SparseVAE(train, **kwargs)
             start = time.perf_counter()
-            model.train(max_epochs=max_epochs, **{**_QUIET_TRAINER, **(train_kwargs or {})})
+            model.train(max_epochs=max_epochs, **{**QUIET_TRAINER, **(train_kwargs or {})})
             seconds = time.perf_counter() - start
             z = model.get_latent_representation()
             scores = graph_scores(truth, model.get_intervention_targets(), z_true, z)

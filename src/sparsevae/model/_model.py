@@ -222,8 +222,8 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             Passes over the data; default from scvi-tools' heuristic (400 for up to 20,000
             cells, fewer for more).
         batch_size
-            Minibatch size. 256 with ``lr=2e-3`` reached MCC 0.91 on the paper's simulation
-            in 300 epochs where 128/1e-3 and 256/1e-3 stayed near 0.7 in 150-250 epochs.
+            Minibatch size. On seed 0 of the paper's simulation, batch 256 with ``lr=2e-3``
+            reached MCC 0.91 in 300 epochs; batch 256 with ``lr=1e-3`` gave 0.72 in 250.
         lr
             Adam learning rate of the encoder and decoder.
         lr_prior
