@@ -19,6 +19,7 @@ from sparsevae.module._priors import PRIOR_CLASSES
 
 from ._fields import CONTROL_KEY, PerturbationField, validate_counts
 from ._training_plan import SparseVAETrainingPlan
+from ._transfer import check_same_genes, transfer_perturbations
 
 logger = logging.getLogger(__name__)
 
@@ -317,3 +318,121 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         targets = np.zeros_like(shifts, dtype=bool)
         np.put_along_axis(targets, top, True, axis=1)
         return self._frame(targets)
+
+    # ---- held-out perturbations ----------------------------------------------------------
+    def transfer(
+        self,
+        adata: AnnData,
+        *,
+        sparse: bool = False,
+        max_epochs: int = 100,
+        batch_size: int = 256,
+        lr_prior: float = 1e-2,
+        **train_kwargs,
+    ) -> SparseVAE:
+        """A copy of this model that also knows the perturbations of ``adata`` it has not seen.
+
+        Encoder, decoder and dispersion are frozen; only the new perturbations' prior
+        parameters are learned from ``adata``'s cells (the paper's transfer step). Every
+        parameter the model already had is copied unchanged, and this model is not modified.
+        Perturbations in ``adata`` that the model knows keep their parameters. ``adata`` needs
+        no ``setup_anndata``: it is registered with this model's setup, and its new labels are
+        appended to the model's categories.
+
+        Parameters
+        ----------
+        adata
+            Counts of cells of the new perturbations (the same genes as the model's, same
+            ``perturbation_key`` column).
+        sparse
+            ``False`` (the paper): gamma = 1 for new perturbations, and mu is set to its exact
+            optimum, the mean of their cells' posterior means (no training needed).
+            ``True``: masks are learned too (from that start, with the model's Beta(1, alpha)
+            prior) for ``max_epochs`` epochs. Only for ``"spike_slab"`` / ``"l1"``.
+        max_epochs, batch_size, lr_prior
+            Training of the sparse transfer.
+        **train_kwargs
+            Passed to :meth:`train` for the sparse transfer (e.g. ``enable_progress_bar``).
+
+        Returns
+        -------
+        A new :class:`SparseVAE` whose ``adata`` is ``adata``. For ``"standard"`` priors (VAE,
+        beta-VAE) there is nothing to learn: the copy only knows the new labels.
+        """
+        if sparse and not self.module.prior.has_mask:
+            raise ValueError(
+                f"sparse=True learns masks, but prior={self.prior_name!r} has none; use "
+                "sparse=False."
+            )
+        return transfer_perturbations(
+            self,
+            adata,
+            sparse=sparse,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            lr_prior=lr_prior,
+            **train_kwargs,
+        )
+
+    def _check_known_perturbations(self, adata: AnnData) -> None:
+        mapping = self.get_anndata_manager(adata, required=True).get_state_registry(
+            REGISTRY_KEYS.PERTURBATION_KEY
+        )["categorical_mapping"]
+        unseen = [str(c) for c in mapping[self.module.prior.n_perturbations :]]
+        if unseen:
+            raise ValueError(
+                f"adata holds perturbation(s) the model has not learned: {unseen[:10]}. "
+                "Learn their shifts first with `model = model.transfer(adata_new)`, or "
+                "evaluate only known perturbations."
+            )
+
+    @torch.inference_mode()
+    def get_interventional_nll(
+        self,
+        adata: AnnData | None = None,
+        indices: np.ndarray | None = None,
+        n_particles: int = 1000,
+        batch_size: int | None = None,
+        particles_per_pass: int | None = None,
+    ) -> np.ndarray:
+        """Interventional negative log-likelihood of each cell: -log p(x | a), estimated.
+
+        The negative importance-weighted ELBO (Burda et al. 2016) with ``n_particles`` draws
+        from q(z | x), decoded in vectorised chunks, under the evaluation readout of the prior
+        (masks ``pi > 0.5``). With one particle it is the negative ELBO of a single draw; it
+        decreases towards -log p(x | a) as ``n_particles`` grows. Observed library sizes are
+        conditioned on, as in training.
+
+        Parameters
+        ----------
+        adata
+            Cells to evaluate (default: the model's); their perturbations must be known to the
+            model (see :meth:`transfer`).
+        indices
+            Subset of cells of ``adata``.
+        n_particles
+            Importance samples per cell.
+        batch_size
+            Cells per minibatch (default: scvi-tools' ``settings.batch_size``).
+        particles_per_pass
+            Particles decoded at once (default: as many as fit about 8 million values).
+
+        Returns
+        -------
+        Array of shape (n_cells,), in nats per cell (lower is better).
+        """
+        self._check_if_trained(warn=True)
+        adata = self._validate_anndata(adata)
+        check_same_genes(self, adata)
+        self._check_known_perturbations(adata)
+        if n_particles < 1:
+            raise ValueError(f"n_particles must be >= 1, got {n_particles}.")
+        self.module.eval()
+        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+        log_lik = [
+            self.module.marginal_ll(
+                tensors, n_mc_samples=n_particles, n_mc_samples_per_pass=particles_per_pass
+            )
+            for tensors in loader
+        ]
+        return -torch.cat(log_lik).numpy().astype(np.float64)

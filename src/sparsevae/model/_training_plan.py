@@ -28,14 +28,58 @@ class SparseVAETrainingPlan(TrainingPlan):
         A :class:`~sparsevae.module.SparseShiftVAE`.
     lr_prior
         Learning rate of the prior's parameters (default: ``lr``).
+    transfer_rows
+        Transfer mode: train only these rows (category codes) of the prior's parameters.
+        Encoder, decoder, dispersion and all other rows stay bitwise fixed: the networks run in
+        eval mode (batch-norm statistics are not updated), their gradients are never computed,
+        and the frozen rows' gradients are zeroed before each step (with no weight decay, Adam
+        then leaves them untouched).
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``, ...).
     """
 
-    def __init__(self, module, *, lr_prior: float | None = None, **kwargs):
+    def __init__(
+        self,
+        module,
+        *,
+        lr_prior: float | None = None,
+        transfer_rows: list[int] | None = None,
+        **kwargs,
+    ):
+        if transfer_rows is not None:
+            kwargs["weight_decay"] = 0.0
         super().__init__(module, **kwargs)
         self.lr_prior = lr_prior
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
+        self._row_mask = None
+        if transfer_rows is not None:
+            n_rows = module.prior.n_perturbations
+            row_mask = torch.zeros(n_rows, 1)
+            row_mask[list(transfer_rows)] = 1.0
+            self._row_mask = row_mask
+            self._requires_grad = {n: p.requires_grad for n, p in module.named_parameters()}
+            for name, param in module.named_parameters():
+                param.requires_grad_(name.startswith("prior.") and param.shape[0] == n_rows)
+
+    # ---- transfer mode -------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self._row_mask is not None:
+            self.module.eval()  # frozen networks: no batch-norm updates; masks still sampled
+            self.module.prior.train(mode)
+        return self
+
+    def on_train_end(self):
+        if self._row_mask is not None:
+            for name, param in self.module.named_parameters():
+                param.requires_grad_(self._requires_grad[name])
+
+    def on_after_backward(self):
+        if self._row_mask is None:
+            return
+        for param in self.module.prior.parameters():
+            if param.grad is not None:
+                param.grad.mul_(self._row_mask.to(param.grad.device))
 
     # ---- optimisation --------------------------------------------------------------------
     def configure_optimizers(self):

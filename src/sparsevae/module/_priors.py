@@ -141,6 +141,7 @@ class MaskedPrior(DensePrior):
         if temperature <= 0:
             raise ValueError(f"`temperature` must be positive, got {temperature}.")
         self.temperature = temperature
+        self.logit_init = float(logit_init)
         self.logits = nn.Parameter(torch.full((n_perturbations, n_latent), float(logit_init)))
 
     def _clamped_logits(self) -> torch.Tensor:

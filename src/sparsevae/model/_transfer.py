@@ -1,0 +1,127 @@
+"""Transfer: teach a trained SparseVAE the prior shift of perturbations it has not seen.
+
+The paper's held-out protocol: encoder, decoder and dispersion stay frozen; only the new
+perturbations' prior parameters are learned from a few of their cells. Every other parameter
+of the model stays bitwise equal.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+from sparsevae._constants import REGISTRY_KEYS
+
+from ._fields import validate_counts
+
+if TYPE_CHECKING:
+    from ._model import SparseVAE
+
+logger = logging.getLogger(__name__)
+
+
+def check_same_genes(model: SparseVAE, adata: AnnData) -> None:
+    """Raise if ``adata``'s genes (names and order) differ from those the model was set up with."""
+    expected = pd.Index(model.adata_manager.get_state_registry(REGISTRY_KEYS.X_KEY)["column_names"])
+    if adata.var_names.equals(expected):
+        return
+    missing = expected.difference(adata.var_names)
+    extra = adata.var_names.difference(expected)
+    if len(missing) == 0 and len(extra) == 0:
+        detail = "the same genes in a different order"
+    else:
+        detail = (
+            f"{len(missing)} of the model's genes are missing (e.g. {list(missing[:5])}) and "
+            f"{len(extra)} are not in the model (e.g. {list(extra[:5])})"
+        )
+    raise ValueError(
+        f"adata has {adata.n_vars} genes but the model was trained on {len(expected)}: "
+        f"{detail}. Subset and order the genes as in training: "
+        "`adata = adata[:, model_var_names].copy()`."
+    )
+
+
+def _latent_means_by_perturbation(
+    model: SparseVAE, adata: AnnData, names: list[str], batch_size: int | None
+) -> np.ndarray:
+    """Mean of the encoder's posterior means over each perturbation's cells."""
+    z = model.get_latent_representation(adata, batch_size=batch_size)
+    labels = adata.obs[model._perturbation_registry.original_key].astype(str).to_numpy()
+    means = pd.DataFrame(z).groupby(labels).mean()
+    return means.loc[names].to_numpy(dtype=np.float32)
+
+
+def transfer_perturbations(
+    model: SparseVAE,
+    adata: AnnData,
+    *,
+    sparse: bool = False,
+    max_epochs: int = 100,
+    batch_size: int = 256,
+    lr_prior: float = 1e-2,
+    **train_kwargs,
+) -> SparseVAE:
+    """See :meth:`sparsevae.SparseVAE.transfer`."""
+    from sparsevae.module._priors import _MAX_LOGIT
+
+    model._check_if_trained(warn=False)
+    if adata.n_obs == 0:
+        raise ValueError("adata has no cells: transfer needs cells of the new perturbations.")
+    check_same_genes(model, adata)
+    validate_counts(adata, model.registry_["setup_args"].get("layer"))
+    manager = model.adata_manager.transfer_fields(adata, extend_categories=True)
+    cls = type(model)
+    cls.register_manager(manager)
+
+    params = {**model.init_params_["non_kwargs"], **model.init_params_["kwargs"]}
+    old_prior = model.module.prior
+    if hasattr(old_prior, "alpha"):
+        params["alpha"] = old_prior.alpha  # keep the trained model's sparsity, not K + new
+    new = cls(adata, **params)
+    old_names, new_categories = model._categories, new._categories
+    if new_categories[: len(old_names)] != old_names:  # the field appends; never reorders
+        raise RuntimeError("Perturbation categories were reordered during transfer.")
+    added = [c for c in new_categories[len(old_names) :] if c != new.control]
+    logger.info("Transferring %d new perturbation(s): %s", len(added), added[:10])
+
+    # Copy every trained tensor; prior tensors gain rows for the added perturbations.
+    state = new.module.state_dict()
+    for key, value in model.module.state_dict().items():
+        if state[key].shape == value.shape:
+            state[key] = value.clone()
+        else:
+            state[key][: value.shape[0]] = value
+    new.module.load_state_dict(state)
+    new.module.to(model.device)
+    new.module.eval()
+    new.is_trained_ = True
+    if not added or not new.module.prior.has_shift:
+        return new  # VAE / beta-VAE: the prior has nothing to learn
+
+    rows = [new_categories.index(name) for name in added]
+    prior = new.module.prior
+    with torch.no_grad():
+        # With encoder and decoder frozen, mu enters the objective only through
+        # sum_cells KL(q(z|x) || N(mu, I)), minimised by the mean of the posterior means: the
+        # exact optimum of the paper's gamma = 1 transfer, and the start of the sparse one.
+        means = _latent_means_by_perturbation(new, adata, added, batch_size)
+        prior.mu[rows] = torch.as_tensor(means, device=prior.mu.device)
+        if prior.has_mask:
+            logit = prior.logit_init if sparse else _MAX_LOGIT
+            prior.logits[rows] = logit
+    if sparse and prior.has_mask:
+        new.train(
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            lr_prior=lr_prior,
+            n_epochs_kl_warmup=None,
+            train_size=1.0,
+            plan_kwargs={"transfer_rows": rows},
+            **train_kwargs,
+        )
+    return new
