@@ -1,4 +1,4 @@
-"""Command line: ``sparsevae demo`` and ``sparsevae fit``."""
+"""Command line: ``sparsevae demo``, ``sparsevae fit`` and ``sparsevae report``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,107 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _markdown_report(
+    args: argparse.Namespace, adata, report: pd.DataFrame, figures: list[str], seconds: float
+) -> str:
+    import sparsevae as sv
+
+    summary = sv.evaluate.summarize_interventional_nll(report)
+    per_perturbation = report.pivot_table(
+        index=["split", "perturbation"], columns="method", values="interventional_nll"
+    )
+    counts = report.drop_duplicates(["split", "perturbation"]).set_index(["split", "perturbation"])[
+        ["n_transfer_cells", "n_cells"]
+    ]
+    per_perturbation = (
+        counts.astype(int)
+        .join(per_perturbation)
+        .rename(columns={"n_cells": "n_eval_cells"})
+        .reset_index()
+    )
+    notes = report.loc[report["note"] != "", ["split", "perturbation", "note"]].drop_duplicates()
+    splits = {name: split["heldout"] for name, split in report.attrs["splits"].items()}
+    lines = [
+        f"# Held-out interventions: {Path(args.data).name}",
+        "",
+        f"{adata.n_obs} cells × {adata.n_vars} genes; perturbation key `{args.perturbation_key}`, "
+        f"control `{args.control}`. Methods {', '.join(args.methods.split(','))}; seeds "
+        f"{args.seeds}; {args.max_epochs} epochs; n_latent {args.n_latent}; "
+        f"{args.n_particles} particles; transfer fraction {args.transfer_fraction}; "
+        f"split seed {args.random_state}. Total {seconds / 60:.1f} min.",
+        "",
+        "Interventional NLL = negative IWELBO of each evaluation cell (nats per cell, lower is "
+        "better), averaged per perturbation, then over perturbations.",
+        "",
+        "## Mean interventional NLL per held-out split",
+        "",
+        summary.to_markdown(floatfmt=".2f"),
+        "",
+        "## Held-out splits",
+        "",
+        *[f"- **{name}** ({len(held)}): {', '.join(held)}" for name, held in splits.items()],
+        "",
+        "## Per perturbation",
+        "",
+        per_perturbation.to_markdown(index=False, floatfmt=".2f"),
+        "",
+    ]
+    if len(notes):
+        lines += ["## Not evaluated", "", notes.to_markdown(index=False), ""]
+    lines += ["## Figures", "", *[f"![{f}]({f})" for f in figures], ""]
+    return "\n".join(lines)
+
+
+def _report(args: argparse.Namespace) -> int:
+    import anndata
+
+    import sparsevae as sv
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    adata = anndata.read_h5ad(args.data)
+    methods = args.methods.split(",")
+    heldout = args.heldout.split(",") if args.heldout else "clusters"
+    cluster_kwargs = {}
+    if args.n_clusters is not None:
+        cluster_kwargs = {"method": "hierarchical", "n_clusters": args.n_clusters}
+    report = sv.evaluate.interventional_nll_report(
+        adata,
+        perturbation_key=args.perturbation_key,
+        control=args.control,
+        layer=args.layer,
+        batch_key=args.batch_key,
+        methods=methods,
+        heldout=heldout,
+        seeds=args.seeds,
+        max_epochs=args.max_epochs,
+        n_particles=args.n_particles,
+        n_latent=args.n_latent,
+        transfer_fraction=args.transfer_fraction,
+        n_top_genes=args.n_top_genes,
+        cluster_kwargs=cluster_kwargs,
+        random_state=args.random_state,
+        progress_bar=True,
+    )
+    report.to_csv(out / "report.csv", index=False)
+    sv.evaluate.split_table(report).to_csv(out / "splits.csv", index=False)
+    figures = ["interventional_nll.png"]
+    sv.pl.interventional_nll(report, show=False, save=out / figures[0])
+    if "vae" in methods and len(methods) > 1:
+        figures.append("interventional_nll_vs_vae.png")
+        sv.pl.interventional_nll(report, relative_to="vae", show=False, save=out / figures[-1])
+    if heldout == "clusters":
+        figures.append("perturbation_clusters.png")
+        sv.pl.perturbation_clusters(adata, show=False, save=out / figures[-1])
+        pd.DataFrame(adata.uns["perturbation_cluster"]["clusters"]).to_csv(out / "clusters.csv")
+    seconds = time.perf_counter() - start
+    (out / "report.md").write_text(_markdown_report(args, adata, report, figures, seconds))
+    print(sv.evaluate.summarize_interventional_nll(report).round(2).to_string())
+    print(f"Wrote report.md, report.csv, splits.csv and figures to {out}/ ({seconds:.0f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``sparsevae`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -146,6 +248,33 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--max-epochs", type=int, default=None)
     fit.add_argument("--out", required=True, help="output directory")
     fit.set_defaults(func=_fit)
+
+    rep = sub.add_parser(
+        "report", help="hold out perturbation clusters, transfer, report interventional NLL"
+    )
+    rep.add_argument("data", help="AnnData .h5ad with raw counts")
+    rep.add_argument("--perturbation-key", required=True)
+    rep.add_argument("--control", default=None, help="label of control cells")
+    rep.add_argument("--layer", default=None, help="layer with counts (default: X)")
+    rep.add_argument("--batch-key", default=None)
+    rep.add_argument("--out", required=True, help="output directory")
+    rep.add_argument(
+        "--methods", default="svae+,svae,ivae,beta-vae,vae", help="comma-separated methods"
+    )
+    rep.add_argument(
+        "--heldout", default=None, help="comma-separated perturbations (default: each cluster)"
+    )
+    rep.add_argument(
+        "--n-clusters", type=int, default=None, help="hierarchical clusters (default: leiden)"
+    )
+    rep.add_argument("--seeds", type=int, nargs="+", default=[0])
+    rep.add_argument("--max-epochs", type=int, default=200)
+    rep.add_argument("--n-latent", type=int, default=15)
+    rep.add_argument("--n-particles", type=int, default=1000)
+    rep.add_argument("--transfer-fraction", type=float, default=0.5)
+    rep.add_argument("--n-top-genes", type=int, default=None, help="HVGs chosen on training cells")
+    rep.add_argument("--random-state", type=int, default=0, help="seed of clusters and splits")
+    rep.set_defaults(func=_report)
     return parser
 
 
