@@ -128,7 +128,7 @@ def test_transfer_and_nll_check_genes_and_perturbations(fitted):
     model, heldout = fitted
     with pytest.raises(ValueError, match="genes"):
         model.transfer(heldout[:, ::-1].copy())
-    with pytest.raises(ValueError, match="has not learned.*transfer"):
+    with pytest.raises(ValueError, match=r"has not learned.*transfer"):
         model.get_interventional_nll(heldout.copy(), n_particles=2)
     with pytest.raises(ValueError, match="sparse=True"):
         _fit(small_simulation(), prior="dense", epochs=1).transfer(heldout.copy(), sparse=True)
@@ -161,9 +161,7 @@ def test_one_particle_iwelbo_is_the_single_sample_elbo(fitted):
             total_count=px.theta, logits=torch.log(px.mu) - torch.log(px.theta)
         )
         elbo = (
-            nb.log_prob(x).sum(-1)
-            + generative["pz"].log_prob(z).sum(-1)
-            - qz.log_prob(z).sum(-1)
+            nb.log_prob(x).sum(-1) + generative["pz"].log_prob(z).sum(-1) - qz.log_prob(z).sum(-1)
         )[0]
     np.testing.assert_allclose(iwelbo.numpy(), elbo.numpy(), rtol=1e-9)
 
@@ -307,3 +305,32 @@ def test_cli_report_writes_markdown_csv_and_figures(tmp_path, capsys):
     for name in ("interventional_nll.png", "perturbation_clusters.png", "splits.csv"):
         assert (out / name).stat().st_size > 0
     assert "all" in capsys.readouterr().out
+
+
+def test_genes_are_selected_on_training_cells_only():
+    from sparsevae.evaluate._heldout import _select_genes
+
+    data = small_simulation()
+    heldout = data.obs["perturbation"].astype(str).isin(HELDOUT).to_numpy()
+    counts = data.X.toarray()
+    counts[:, 0] = 0
+    counts[heldout, 0] = np.random.default_rng(0).poisson(500, heldout.sum())
+    data.X = counts
+    assert 0 in _select_genes(data, np.arange(data.n_obs), None, 5)
+    assert 0 not in _select_genes(data, np.flatnonzero(~heldout), None, 5)
+    assert len(_select_genes(data, np.flatnonzero(~heldout), None, 5)) == 5
+
+
+def test_transferred_model_saves_and_loads(fitted, tmp_path):
+    model, heldout = fitted
+    new = model.transfer(heldout.copy())
+    new.save(tmp_path / "model")
+    loaded = sv.SparseVAE.load(tmp_path / "model", adata=heldout.copy())
+    assert loaded.perturbation_names == new.perturbation_names
+    pd.testing.assert_frame_equal(loaded.get_perturbation_shifts(), new.get_perturbation_shifts())
+    scvi.settings.seed = 0
+    first = new.get_interventional_nll(heldout.copy(), n_particles=5)
+    scvi.settings.seed = 0
+    np.testing.assert_allclose(
+        loaded.get_interventional_nll(heldout.copy(), n_particles=5), first, rtol=1e-6
+    )

@@ -144,7 +144,13 @@ def _markdown_report(
         f"control `{args.control}`. Methods {', '.join(args.methods.split(','))}; seeds "
         f"{args.seeds}; {args.max_epochs} epochs; n_latent {args.n_latent}; "
         f"{args.n_particles} particles; transfer fraction {args.transfer_fraction}; "
-        f"split seed {args.random_state}. Total {seconds / 60:.1f} min.",
+        f"split seed {args.random_state}; genes: "
+        + (
+            f"the {args.n_top_genes} most variable of each split's training cells."
+            if args.n_top_genes and args.n_top_genes < adata.n_vars
+            else "all."
+        )
+        + f" Total {seconds / 60:.1f} min.",
         "",
         "Interventional NLL = negative IWELBO of each evaluation cell (nats per cell, lower is "
         "better), averaged per perturbation, then over perturbations.",
@@ -177,6 +183,9 @@ def _report(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     adata = anndata.read_h5ad(args.data)
+    if not adata.obs_names.is_unique:
+        print("note: cell names are not unique; made unique with obs_names_make_unique()")
+        adata.obs_names_make_unique()
     methods = args.methods.split(",")
     heldout = args.heldout.split(",") if args.heldout else "clusters"
     cluster_kwargs = {}

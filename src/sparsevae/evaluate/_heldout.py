@@ -185,7 +185,7 @@ def interventional_nll_report(
     n_latent: int = 15,
     transfer_fraction: float = 0.5,
     sparse_transfer: bool = False,
-    n_top_genes: int | None = None,
+    n_top_genes: int | None = 2000,
     layer: str | None = None,
     batch_key: str | None = None,
     cluster_key: str = "perturbation_cluster",
@@ -228,7 +228,8 @@ def interventional_nll_report(
     sparse_transfer
         Learn the new perturbations' masks in transfer (sVAE+, sVAE) instead of gamma = 1.
     n_top_genes
-        Highly variable genes chosen on each split's training cells (default: all genes).
+        Highly variable genes chosen on each split's training cells (scanpy's ``"seurat"``
+        flavour on normalised log counts) when the data have more; ``None``: all genes.
     cluster_key, cluster_kwargs
         Where the perturbation clusters are (or are written), and options of
         :func:`sparsevae.tl.cluster_perturbations`.

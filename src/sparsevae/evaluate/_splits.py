@@ -70,7 +70,7 @@ def _heldout_sets(
         if cluster_key not in adata.uns:
             from sparsevae.tl import cluster_perturbations
 
-            cluster_perturbations(
+            clusters = cluster_perturbations(
                 adata,
                 perturbation_key=perturbation_key,
                 control=control,
@@ -78,6 +78,21 @@ def _heldout_sets(
                 random_state=random_state,
                 **cluster_kwargs,
             )
+            if clusters["cluster"].nunique() == 1 and len(clusters) > 1:
+                # One cluster would hold out everything; two Ward clusters always split.
+                logger.warning(
+                    "Leiden found a single perturbation cluster; using 2 hierarchical "
+                    "clusters instead (pass cluster_kwargs to choose)."
+                )
+                cluster_perturbations(
+                    adata,
+                    perturbation_key=perturbation_key,
+                    control=control,
+                    key_added=cluster_key,
+                    random_state=random_state,
+                    method="hierarchical",
+                    n_clusters=2,
+                )
         clusters = pd.DataFrame(adata.uns[cluster_key]["clusters"])
         groups = clusters.groupby("cluster").groups
         order = sorted(groups, key=lambda c: (len(str(c)), str(c)))  # "2" before "10"
