@@ -134,3 +134,21 @@ def test_invalid_model_arguments(adata):
         sv.SparseVAE(adata, prior="spike")
     with pytest.raises(ValueError, match="beta"):
         sv.SparseVAE(adata, beta=0)
+
+
+@pytest.mark.parametrize("freeze_masks_at", [0.0, None])
+def test_frozen_masks_stop_learning_the_graph(adata, freeze_masks_at):
+    scvi.settings.seed = 0
+    sv.SparseVAE.setup_anndata(adata, perturbation_key="perturbation", control="control")
+    model = sv.SparseVAE(adata, n_latent=4, n_hidden=16)
+    model.train(max_epochs=3, freeze_masks_at=freeze_masks_at, **QUIET)
+    logits = model.module.prior.logits.detach()
+    kl_global = model.history["kl_global_train"].to_numpy(dtype=float)
+    if freeze_masks_at == 0.0:  # frozen from the start: the graph stays at its initial state
+        assert model.module.prior.masks_frozen
+        assert torch.all(logits == 5.0)
+        assert np.all(kl_global == 0.0)
+    else:
+        assert not model.module.prior.masks_frozen
+        assert torch.any(logits != 5.0)
+        assert np.all(kl_global > 0.0)

@@ -212,6 +212,7 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         lr: float = 2e-3,
         lr_prior: float = 1e-2,
         n_epochs_kl_warmup: int | None = 50,
+        freeze_masks_at: float | None = 0.8,
         plan_kwargs: dict | None = None,
         **kwargs,
     ):
@@ -233,6 +234,10 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             networks to keep pace.
         n_epochs_kl_warmup
             Epochs over which the KL weight rises from 0 to 1 (capped at ``max_epochs``).
+        freeze_masks_at
+            Fraction of ``max_epochs`` after which masks are fixed to ``pi > 0.5`` and the
+            sparsity term is dropped, so that the last epochs train under the prior that
+            evaluation uses (``None``: never). Only for ``"spike_slab"`` / ``"l1"``.
         plan_kwargs
             Further keyword arguments of :class:`SparseVAETrainingPlan`.
         **kwargs
@@ -248,6 +253,7 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             "lr": lr,
             "lr_prior": lr_prior,
             "n_epochs_kl_warmup": warmup,
+            "freeze_masks_at": freeze_masks_at,
             **(plan_kwargs or {}),
         }
         return super().train(

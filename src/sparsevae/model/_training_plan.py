@@ -28,6 +28,11 @@ class SparseVAETrainingPlan(TrainingPlan):
         A :class:`~sparsevae.module.SparseShiftVAE`.
     lr_prior
         Learning rate of the prior's parameters (default: ``lr``).
+    freeze_masks_at
+        Fraction of ``max_epochs`` after which the masks are fixed to their readout
+        ``pi > 0.5`` and the sparsity term is dropped (the paper's final phase): the networks
+        then train under the same prior that evaluation uses, without Gumbel noise. ``None``
+        keeps sampling masks to the end.
     transfer_rows
         Transfer mode: train only these rows (category codes) of the prior's parameters.
         Encoder, decoder, dispersion and all other rows stay bitwise fixed: the networks run in
@@ -43,13 +48,17 @@ class SparseVAETrainingPlan(TrainingPlan):
         module,
         *,
         lr_prior: float | None = None,
+        freeze_masks_at: float | None = None,
         transfer_rows: list[int] | None = None,
         **kwargs,
     ):
+        if freeze_masks_at is not None and not 0 <= freeze_masks_at <= 1:
+            raise ValueError(f"freeze_masks_at must be in [0, 1] or None, got {freeze_masks_at}.")
         if transfer_rows is not None:
             kwargs["weight_decay"] = 0.0
         super().__init__(module, **kwargs)
         self.lr_prior = lr_prior
+        self.freeze_masks_at = freeze_masks_at
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
         self._row_mask = None
         if transfer_rows is not None:
@@ -68,6 +77,17 @@ class SparseVAETrainingPlan(TrainingPlan):
             self.module.eval()  # frozen networks: no batch-norm updates; masks still sampled
             self.module.prior.train(mode)
         return self
+
+    def on_train_start(self):
+        if self.module.prior.has_mask:
+            self.module.prior.masks_frozen = False
+
+    def on_train_epoch_start(self):
+        prior = self.module.prior
+        if self.freeze_masks_at is None or not prior.has_mask or prior.masks_frozen:
+            return
+        if self.current_epoch >= int(self.freeze_masks_at * self.trainer.max_epochs):
+            prior.masks_frozen = True
 
     def on_train_end(self):
         if self._row_mask is not None:

@@ -143,13 +143,16 @@ class MaskedPrior(DensePrior):
         self.temperature = temperature
         self.logit_init = float(logit_init)
         self.logits = nn.Parameter(torch.full((n_perturbations, n_latent), float(logit_init)))
+        #: Once True (set by the training plan for the last phase of training), masks are the
+        #: readout pi > 0.5 in training too and the sparsity term is dropped.
+        self.masks_frozen = False
 
     def _clamped_logits(self) -> torch.Tensor:
         return self.logits.clamp(-_MAX_LOGIT, _MAX_LOGIT)
 
     def _gate(self, perturbation: torch.Tensor) -> torch.Tensor:
         logits = self._clamped_logits()[perturbation]
-        if self.training:
+        if self.training and not self.masks_frozen:
             gamma = gumbel_sigmoid(logits, temperature=self.temperature, hard=True)
         else:
             gamma = (logits > 0).to(logits.dtype)
@@ -197,6 +200,8 @@ class SpikeSlabPrior(MaskedPrior):
         self.alpha = float(alpha)
 
     def penalty(self) -> torch.Tensor:
+        if self.masks_frozen:
+            return self.logits.new_zeros(())
         # log Beta(pi; 1, alpha) = log(alpha) + (alpha - 1) * log(1 - pi)
         log_density = math.log(self.alpha) + (self.alpha - 1.0) * self._log_one_minus_pi()
         return -(log_density * self.is_perturbed.unsqueeze(-1)).sum()
@@ -226,6 +231,8 @@ class L1Prior(MaskedPrior):
         self.alpha = float(alpha)
 
     def penalty(self) -> torch.Tensor:
+        if self.masks_frozen:
+            return self.logits.new_zeros(())
         pi = self.mask_probabilities()
         return self.alpha * (pi * self.is_perturbed.unsqueeze(-1)).sum()
 
