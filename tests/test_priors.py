@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import beta as beta_distribution
+from torch.distributions import kl_divergence
 
 from sparsevae.module import DensePrior, L1Prior, PerturbationPrior, SpikeSlabPrior
 from sparsevae.nn import gumbel_sigmoid
@@ -84,3 +85,68 @@ def test_invalid_prior_parameters():
         SpikeSlabPrior(2, 2, alpha=0.0)
     with pytest.raises(ValueError, match="temperature"):
         SpikeSlabPrior(2, 2, temperature=0.0)
+    with pytest.raises(ValueError, match="mask_estimator"):
+        SpikeSlabPrior(2, 2, estimator="reinforce")
+
+
+@pytest.mark.parametrize("prior_cls", [SpikeSlabPrior, L1Prior])
+def test_exact_estimator_is_the_expected_kl_over_masks(prior_cls):
+    """Training KL = sum over the 2^p masks of P(mask) * KL(q || N(mask * mu, I))."""
+    torch.manual_seed(0)
+    n_latent = 3
+    prior = prior_cls(3, n_latent, control_index=0, alpha=5.0, estimator="exact")
+    with torch.no_grad():
+        prior.logits.copy_(torch.randn(3, n_latent) * 2)
+        prior.mu.copy_(torch.randn(3, n_latent) * 3)
+    perturbation = torch.tensor([0, 1, 2, 2, 1])
+    qz = torch.distributions.Normal(torch.randn(5, n_latent), torch.rand(5, n_latent) + 0.3)
+    prior.train()
+    exact = prior.kl(qz, perturbation)
+
+    pi = prior.mask_probabilities()[perturbation].detach()
+    expected = torch.zeros(5)
+    for bits in range(2**n_latent):
+        gamma = torch.tensor([(bits >> i) & 1 for i in range(n_latent)], dtype=torch.float32)
+        weight = (pi * gamma + (1 - pi) * (1 - gamma)).prod(dim=-1)
+        shift = gamma * prior.mu[perturbation].detach() * prior.is_perturbed[perturbation, None]
+        kl = kl_divergence(qz, torch.distributions.Normal(shift, torch.ones_like(shift)))
+        expected += weight * kl.sum(dim=-1)
+    torch.testing.assert_close(exact.detach(), expected, rtol=1e-5, atol=1e-5)
+    # control cells (code 0) have no shift whatever their logits
+    control_kl = kl_divergence(qz, torch.distributions.Normal(0.0, 1.0)).sum(-1)
+    torch.testing.assert_close(exact[0].detach(), control_kl[0])
+
+    # gradients reach both the logits and the shifts, deterministically
+    exact.sum().backward()
+    assert prior.logits.grad[1:].abs().min() > 0 and prior.mu.grad[1:].abs().min() > 0
+    grad = prior.logits.grad.clone()
+    prior.zero_grad()
+    prior.kl(qz, perturbation).sum().backward()
+    torch.testing.assert_close(prior.logits.grad, grad)
+
+    # evaluation and frozen masks use the hard readout pi > 0.5, like the Gumbel estimator
+    prior.eval()
+    hard = (prior.mask_probabilities()[perturbation] > 0.5) * prior.mu[perturbation]
+    hard = hard * prior.is_perturbed[perturbation, None]
+    readout = kl_divergence(qz, torch.distributions.Normal(hard, torch.ones_like(hard))).sum(-1)
+    torch.testing.assert_close(prior.kl(qz, perturbation), readout)
+    prior.train()
+    prior.masks_frozen = True
+    torch.testing.assert_close(prior.kl(qz, perturbation), readout)
+
+
+def test_gumbel_estimator_averages_to_the_exact_one():
+    torch.manual_seed(1)
+    kwargs = {"n_perturbations": 2, "n_latent": 4, "control_index": None, "alpha": 3.0}
+    exact = SpikeSlabPrior(**kwargs, estimator="exact")
+    gumbel = SpikeSlabPrior(**kwargs, estimator="gumbel")
+    with torch.no_grad():
+        exact.logits.copy_(torch.randn(2, 4))
+        exact.mu.copy_(torch.randn(2, 4) * 2)
+        gumbel.load_state_dict(exact.state_dict())
+    perturbation = torch.zeros(20000, dtype=torch.long)
+    qz = torch.distributions.Normal(torch.full((20000, 4), 0.5), torch.full((20000, 4), 0.8))
+    with torch.no_grad():
+        mc = gumbel.kl(qz, perturbation).mean()
+        target = exact.kl(qz, perturbation).mean()
+    assert mc.item() == pytest.approx(target.item(), rel=0.02)

@@ -50,10 +50,16 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         Sparsity: the Beta(1, alpha) parameter of ``"spike_slab"`` (default: the number of
         perturbations K, the paper's recommendation) or the L1 weight of ``"l1"`` (default: K).
     temperature
-        Gumbel-sigmoid temperature of the masks.
+        Gumbel-sigmoid temperature of the masks (``mask_estimator="gumbel"`` only).
     use_batch_norm
         Where the MLPs use batch normalisation: ``"both"``, ``"encoder"``, ``"decoder"``,
         ``"none"``.
+    mask_estimator
+        How training averages the KL term over the masks of ``"spike_slab"`` / ``"l1"``:
+        ``"exact"`` (default) computes the expectation in closed form, which the Gaussian
+        prior allows, so the mask logits and shifts get exact, noise-free gradients;
+        ``"gumbel"`` samples one straight-through Gumbel-sigmoid mask per cell, as the
+        published code does. Both optimise the same objective.
 
     Examples
     --------
@@ -80,6 +86,7 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         alpha: float | None = None,
         temperature: float = 1.0,
         use_batch_norm: Literal["encoder", "decoder", "none", "both"] = "both",
+        mask_estimator: Literal["exact", "gumbel"] = "exact",
     ):
         if adata is None:
             raise ValueError("SparseVAE needs an AnnData registered with setup_anndata.")
@@ -106,6 +113,7 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             alpha=resolved_alpha,
             temperature=temperature,
             use_batch_norm=use_batch_norm,
+            mask_estimator=mask_estimator,
         )
         self._model_summary_string = (
             f"SparseVAE with prior={prior!r}, n_latent={n_latent}, n_hidden={n_hidden}, "

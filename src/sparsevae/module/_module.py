@@ -38,7 +38,10 @@ class SparseShiftVAE(BaseModuleClass):
     alpha
         Beta(1, alpha) parameter for ``"spike_slab"``; L1 weight for ``"l1"``.
     temperature
-        Gumbel-sigmoid temperature of the masks.
+        Gumbel-sigmoid temperature of the masks (``mask_estimator="gumbel"``).
+    mask_estimator
+        ``"exact"`` (expected KL over the masks in closed form) or ``"gumbel"``
+        (straight-through Gumbel-sigmoid draws); see :class:`~sparsevae.module.MaskedPrior`.
     use_batch_norm
         Where to use batch normalisation in the MLPs.
     """
@@ -58,6 +61,7 @@ class SparseShiftVAE(BaseModuleClass):
         alpha: float = 1.0,
         temperature: float = 1.0,
         use_batch_norm: Literal["encoder", "decoder", "none", "both"] = "both",
+        mask_estimator: Literal["exact", "gumbel"] = "exact",
     ):
         super().__init__()
         self.n_input = n_input
@@ -88,7 +92,13 @@ class SparseShiftVAE(BaseModuleClass):
         # One inverse dispersion per gene (log scale), as scVI's dispersion="gene".
         self.px_r = torch.nn.Parameter(torch.randn(n_input))
         self.prior: PerturbationPrior = make_prior(
-            prior, n_perturbations, n_latent, control_index, alpha, temperature
+            prior,
+            n_perturbations,
+            n_latent,
+            control_index,
+            alpha,
+            temperature,
+            estimator=mask_estimator,
         )
 
     # ---- plumbing ------------------------------------------------------------------------
@@ -148,9 +158,8 @@ class SparseShiftVAE(BaseModuleClass):
         x = tensors[REGISTRY_KEYS.X_KEY]
         px = generative_outputs[MODULE_KEYS.PX_KEY]
         qz: Normal = inference_outputs[MODULE_KEYS.QZ_KEY]
-        pz: Normal = generative_outputs[MODULE_KEYS.PZ_KEY]
         reconstruction = -px.log_prob(x).sum(-1)
-        kl_z = torch.distributions.kl_divergence(qz, pz).sum(-1)
+        kl_z = self.prior.kl(qz, tensors[REGISTRY_KEYS.PERTURBATION_KEY].reshape(-1).long())
         penalty = self.prior.penalty()
         loss = torch.mean(
             reconstruction + kl_weight * self.beta * kl_z

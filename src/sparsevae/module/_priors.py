@@ -30,6 +30,8 @@ from sparsevae.nn import gumbel_sigmoid
 # Probabilities are kept inside [_PROB_EPS, 1 - _PROB_EPS] in every log-density so that a mask
 # that has converged to exactly 0 or 1 never produces -inf (and then NaN gradients).
 _PROB_EPS = 1e-6
+#: How the KL term's expectation over the masks is computed in training (see MaskedPrior).
+MASK_ESTIMATORS = ("exact", "gumbel")
 _MAX_LOGIT = math.log((1.0 - _PROB_EPS) / _PROB_EPS)
 
 
@@ -116,15 +118,25 @@ class DensePrior(PerturbationPrior):
 class MaskedPrior(DensePrior):
     """z | a ~ N(gamma_a * mu_a, I) with gamma_a ~ Bernoulli(sigmoid(logits_a)).
 
-    During training each cell draws its own straight-through Gumbel-sigmoid mask from its
-    perturbation's logits; in evaluation the mask is the readout ``pi > 0.5``.
+    In evaluation (and once masks are frozen) the mask is the readout ``pi > 0.5``. In training
+    the KL term's expectation over the masks is taken in one of two ways:
+
+    - ``"exact"``: the mask enters only the Gaussian prior of z, and the KL divergence of a
+      diagonal Gaussian is a sum over latents that is linear in each ``gamma_i``, so
+      ``E_gamma KL(q(z|x) || N(gamma * mu, I)) = sum_i pi_i KL_i(1) + (1 - pi_i) KL_i(0)``
+      exactly. This is the same objective as sampling, with zero-variance gradients for the
+      logits and shifts (Rao-Blackwellisation).
+    - ``"gumbel"``: the published code's estimator, one straight-through Gumbel-sigmoid draw
+      per cell (hard 0/1 forward, relaxed gradient backward).
 
     Parameters
     ----------
     temperature
-        Gumbel-sigmoid temperature.
+        Gumbel-sigmoid temperature (``estimator="gumbel"`` only).
     logit_init
         Initial logit of every edge; 5 gives pi ~ 0.99 (all edges on, sparsity prunes them).
+    estimator
+        ``"exact"`` or ``"gumbel"``, see above.
     """
 
     has_mask = True
@@ -136,11 +148,17 @@ class MaskedPrior(DensePrior):
         control_index: int | None = None,
         temperature: float = 1.0,
         logit_init: float = 5.0,
+        estimator: str = "exact",
     ):
         super().__init__(n_perturbations, n_latent, control_index)
         if temperature <= 0:
             raise ValueError(f"`temperature` must be positive, got {temperature}.")
+        if estimator not in MASK_ESTIMATORS:
+            raise ValueError(
+                f"`mask_estimator` must be one of {MASK_ESTIMATORS}, got {estimator!r}."
+            )
         self.temperature = temperature
+        self.estimator = estimator
         self.logit_init = float(logit_init)
         self.logits = nn.Parameter(torch.full((n_perturbations, n_latent), float(logit_init)))
         #: Once True (set by the training plan for the last phase of training), masks are the
@@ -157,6 +175,16 @@ class MaskedPrior(DensePrior):
         else:
             gamma = (logits > 0).to(logits.dtype)
         return gamma * self.is_perturbed[perturbation].unsqueeze(-1)
+
+    def kl(self, qz: Normal, perturbation: torch.Tensor) -> torch.Tensor:
+        if not (self.training and not self.masks_frozen and self.estimator == "exact"):
+            return super().kl(qz, perturbation)
+        # KL_i(gamma) = (var + (m - gamma * mu)^2 - 1 - log var) / 2 for q = N(m, var)
+        pi = torch.sigmoid(self._clamped_logits()[perturbation])
+        mu = self.mu[perturbation] * self.is_perturbed[perturbation].unsqueeze(-1)
+        m, var = qz.loc, qz.scale.pow(2)
+        expected_sq = pi * (m - mu).pow(2) + (1.0 - pi) * m.pow(2)
+        return 0.5 * (var + expected_sq - 1.0 - torch.log(var)).sum(dim=-1)
 
     def shifts(self) -> torch.Tensor:
         """Shift used at evaluation: mu where pi > 0.5, else 0."""
@@ -193,8 +221,11 @@ class SpikeSlabPrior(MaskedPrior):
         alpha: float = 1.0,
         temperature: float = 1.0,
         logit_init: float = 5.0,
+        estimator: str = "exact",
     ):
-        super().__init__(n_perturbations, n_latent, control_index, temperature, logit_init)
+        super().__init__(
+            n_perturbations, n_latent, control_index, temperature, logit_init, estimator
+        )
         if alpha <= 0:
             raise ValueError(f"`alpha` must be positive, got {alpha}.")
         self.alpha = float(alpha)
@@ -224,8 +255,11 @@ class L1Prior(MaskedPrior):
         alpha: float = 1.0,
         temperature: float = 1.0,
         logit_init: float = 5.0,
+        estimator: str = "exact",
     ):
-        super().__init__(n_perturbations, n_latent, control_index, temperature, logit_init)
+        super().__init__(
+            n_perturbations, n_latent, control_index, temperature, logit_init, estimator
+        )
         if alpha < 0:
             raise ValueError(f"`alpha` (the L1 weight) must be non-negative, got {alpha}.")
         self.alpha = float(alpha)
@@ -253,14 +287,20 @@ def make_prior(
     alpha: float,
     temperature: float,
     logit_init: float = 5.0,
+    estimator: str = "exact",
 ) -> PerturbationPrior:
-    """Build the prior called ``name``; ``alpha`` is the Beta parameter or the L1 weight."""
+    """Build the prior called ``name``; ``alpha`` is the Beta parameter or the L1 weight.
+
+    ``temperature``, ``logit_init`` and ``estimator`` concern the masked priors only.
+    """
     if name not in PRIOR_CLASSES:
         raise ValueError(f"Unknown prior {name!r}; choose one of {sorted(PRIOR_CLASSES)}.")
     if name == PRIORS.SPIKE_SLAB:
         return SpikeSlabPrior(
-            n_perturbations, n_latent, control_index, alpha, temperature, logit_init
+            n_perturbations, n_latent, control_index, alpha, temperature, logit_init, estimator
         )
     if name == PRIORS.L1:
-        return L1Prior(n_perturbations, n_latent, control_index, alpha, temperature, logit_init)
+        return L1Prior(
+            n_perturbations, n_latent, control_index, alpha, temperature, logit_init, estimator
+        )
     return PRIOR_CLASSES[name](n_perturbations, n_latent, control_index)
