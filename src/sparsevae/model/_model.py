@@ -19,6 +19,7 @@ from sparsevae.module import SparseShiftVAE
 from sparsevae.module._priors import PRIOR_CLASSES
 
 from ._fields import CONTROL_KEY, PerturbationField
+from ._guards import NonFiniteLossError
 from ._matching import (
     check_known_perturbations,
     check_same_genes,
@@ -311,6 +312,17 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         **kwargs
             Passed to :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` (``accelerator``,
             ``devices``, ``train_size``, ``early_stopping``, ...) and to the Lightning trainer.
+
+        Raises
+        ------
+        NonFiniteLossError
+            (a ``FloatingPointError``) when a loss term or a gradient becomes NaN or infinite.
+            Its message names the term and the step; the model keeps the parameters of the last
+            step with a finite loss.
+
+        Randomness (initial weights, minibatch order, validation split, mask noise) comes from
+        ``scvi.settings.seed``: set it before building the model. On CPU, the same seed and
+        number of threads give identical results.
         """
         if max_epochs is None:
             from scvi.model import get_max_epochs_heuristic
@@ -324,9 +336,13 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             "freeze_masks_at": freeze_masks_at,
             **(plan_kwargs or {}),
         }
-        return super().train(
-            max_epochs=max_epochs, batch_size=batch_size, plan_kwargs=plan, **kwargs
-        )
+        try:
+            return super().train(
+                max_epochs=max_epochs, batch_size=batch_size, plan_kwargs=plan, **kwargs
+            )
+        except NonFiniteLossError:
+            self.module.eval()  # the plan restored the last good parameters; keep them usable
+            raise
 
     # ---- getters -------------------------------------------------------------------------
     @property
