@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import sparse
 
@@ -100,3 +101,17 @@ def test_transfer_refuses_other_genes(trained):
     data = fresh()
     with pytest.raises(ValueError, match="different order"):
         model.transfer(data[:, data.var_names[::-1]].copy())
+
+
+def test_new_data_get_the_models_category_codes(trained, tmp_path):
+    """Labels of new data map to the model's rows, whatever order pandas sorts them in."""
+    model, data = trained
+    new = fresh()  # same labels; sorted they would put "control" last, not first
+    model.get_latent_representation(new)  # registers ``new`` with the model's setup
+    np.testing.assert_array_equal(
+        new.obs["_scvi_perturbation"].to_numpy(), data.obs["_scvi_perturbation"].to_numpy()
+    )
+    model.save(tmp_path / "model")
+    loaded = sv.SparseVAE.load(tmp_path / "model", adata=fresh())
+    assert loaded._categories == model._categories == ["control", *(f"P{i}" for i in range(6))]
+    pd.testing.assert_frame_equal(loaded.get_mask_probabilities(), model.get_mask_probabilities())

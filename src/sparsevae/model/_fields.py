@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from pandas.api.types import CategoricalDtype
 from scvi.data._utils import _make_column_categorical
@@ -63,13 +64,16 @@ class PerturbationField(CategoricalObsField):
         self, state_registry: dict, adata_target: AnnData, extend_categories: bool = True, **kwargs
     ) -> dict:
         validate_labels(adata_target, self._original_attr_key)
-        labels = adata_target.obs[self._original_attr_key]
-        adata_target.obs[self._original_attr_key] = labels.astype(str).astype("category")
+        labels = adata_target.obs[self._original_attr_key].astype(str)
         mapping = list(state_registry[self.CATEGORICAL_MAPPING_KEY])
-        new = [c for c in perturbation_categories(labels.astype(str)) if c not in set(mapping)]
+        new = [c for c in perturbation_categories(labels) if c not in set(mapping)]
         if new:
             logger.info("Perturbations not seen at registration, appended: %s", new)
         mapping = np.asarray(mapping + new, dtype=object)
+        # Build the column in the registry's order: pandas treats unordered categoricals with
+        # the same categories in another order as equal, so ``astype`` would keep the wrong one
+        # and every code (control's included) would point at another perturbation's row.
+        adata_target.obs[self._original_attr_key] = pd.Categorical(labels, categories=mapping)
         new_mapping = _make_column_categorical(
             adata_target.obs,
             self._original_attr_key,
