@@ -49,6 +49,8 @@ def test_not_an_anndata_or_empty(adata):
         setup(adata[:0].copy())
     with pytest.raises(TypeError, match="perturbation_key must be"):
         setup(adata, perturbation_key=None)
+    with pytest.raises(ValueError, match=r"adata is a view.*\.copy\(\)"):
+        setup(adata[:50])
 
 
 # ---- counts -------------------------------------------------------------------------------

@@ -337,6 +337,11 @@ def validate_setup(
 ) -> None:
     """All registration checks of :meth:`sparsevae.SparseVAE.setup_anndata`, cheapest first."""
     validate_adata(adata)
+    if adata.is_view:
+        raise ValueError(
+            "adata is a view (a subset of another AnnData), and registration writes to "
+            "adata.obs. Make it an AnnData of its own first: `adata = adata[cells].copy()`."
+        )
     validate_keys(adata, perturbation_key, layer, batch_key)
     validate_perturbations(adata, perturbation_key, control)
     validate_counts(adata, layer)
