@@ -86,6 +86,7 @@ def test_bad_value_found_in_a_later_chunk(adata, fmt, monkeypatch):
     with pytest.raises(ValueError, match="non-integer") as error:
         setup(adata)
     assert f"2.5 for cell {cell!r}, gene {gene!r}" in str(error.value)
+    assert "only 1 of" in str(error.value) and "corrupted values" in str(error.value)
 
 
 def test_log_normalised_counts_are_recognised_and_a_layer_suggested(adata):

@@ -69,8 +69,10 @@ def nonfinite_gradients(module: nn.Module) -> list[str]:
     ]
 
 
-def format_terms(terms: dict[str, torch.Tensor]) -> str:
-    return ", ".join(f"{name}={float(value):.6g}" for name, value in terms.items())
+def format_terms(terms: dict[str, torch.Tensor], sums: str = "minibatch") -> str:
+    """``"minibatch sums: reconstruction_loss=..., kl_local=..., kl_global=...; loss=..."``."""
+    parts = ", ".join(f"{name}={float(terms[name]):.6g}" for name in LOSS_TERMS)
+    return f"{sums} sums: {parts}; loss={float(terms['loss']):.6g}"
 
 
 class LastGoodParameters:

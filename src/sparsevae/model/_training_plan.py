@@ -192,7 +192,9 @@ class SparseVAETrainingPlan(TrainingPlan):
             )
         self._raise_nonfinite(term, terms, where)
 
-    def _raise_nonfinite(self, term: str, terms: dict[str, torch.Tensor], where: str) -> None:
+    def _raise_nonfinite(
+        self, term: str, terms: dict[str, torch.Tensor], where: str, sums: str = "minibatch"
+    ) -> None:
         """Put the last good parameters back and raise the error that names ``term``."""
         self._last_good.restore(self.module)
         kept = (
@@ -209,7 +211,7 @@ class SparseVAETrainingPlan(TrainingPlan):
         what = "the total loss" if term == "loss" else f"the {term} term of the loss"
         raise NonFiniteLossError(
             f"Training stopped at {where}: {what} is {value} "
-            f"({format_terms(terms)}). The model keeps {kept}. To go on, {hint}.",
+            f"({format_terms(terms, sums)}). The model keeps {kept}. To go on, {hint}.",
             term=term,
             epoch=self.current_epoch,
             step=self.global_step,
@@ -272,4 +274,4 @@ class SparseVAETrainingPlan(TrainingPlan):
         if term is not None:
             self._sums.pop(_VALIDATION, None)
             where = f"the validation of epoch {self.current_epoch} (after step {self.global_step})"
-            self._raise_nonfinite(term, terms, where)
+            self._raise_nonfinite(term, terms, where, sums="validation")

@@ -174,6 +174,24 @@ def _layers_hint(adata: AnnData, layer: str | None) -> str:
     )
 
 
+def _non_integer_kind(matrix) -> str:
+    """What non-integer data probably are: log-normalised, normalised, or a few bad values."""
+    n_bad = n_stored = 0
+    largest = 0.0
+    for values, _ in _value_chunks(matrix):
+        n_bad += int(np.count_nonzero(values != np.round(values)))
+        n_stored += values.size
+        largest = max(largest, float(values.max(initial=0)))
+    if largest <= _MAX_LOG_VALUE:
+        return f"the values look log-normalised (the largest is {largest:.3g})"
+    if n_bad < 0.01 * n_stored:
+        return (
+            f"only {n_bad} of {n_stored} stored values are not integers, so these may be "
+            "counts with a few corrupted values: fix them"
+        )
+    return "the values look normalised or scaled"
+
+
 def validate_counts(adata: AnnData, layer: str | None = None, *, warn_empty_genes=True) -> None:
     """Raise ``ValueError`` unless the counts are finite, non-negative integers in every cell.
 
@@ -215,16 +233,10 @@ def validate_counts(adata: AnnData, layer: str | None = None, *, warn_empty_gene
             )
         bad = np.flatnonzero(values != np.round(values)) if is_float else ()
         if len(bad):
-            largest = max(float(chunk.max(initial=0)) for chunk, _ in _value_chunks(matrix))
-            kind = (
-                f"the values look log-normalised (the largest is {largest:.3g})"
-                if largest <= _MAX_LOG_VALUE
-                else "the values look normalised or scaled"
-            )
             raise ValueError(
                 f"{where} contains non-integer values (e.g. "
-                f"{example(values, locate, bad[0])}); {kind}. sparsevae models "
-                f"raw UMI counts. {_layers_hint(adata, layer)}"
+                f"{example(values, locate, bad[0])}); {_non_integer_kind(matrix)}. sparsevae "
+                f"models raw UMI counts. {_layers_hint(adata, layer)}"
             )
 
     empty_cells = _axis_sums(matrix, axis=1) == 0
