@@ -1,8 +1,9 @@
 """Checks that an AnnData fits a trained model: the same genes, perturbations it knows.
 
 Used wherever data meet a model after training: ``load``, ``transfer`` and every getter that
-takes ``adata``. Without them, other genes (or the same genes in another order) would run
-through the networks silently or fail deep inside torch with a shape error.
+takes ``adata`` (through :class:`DataChecksMixin`). Without them, other genes (or the same
+genes in another order) would run through the networks silently or fail deep inside torch with
+a shape error, and unknown perturbations would index past the prior's rows.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from anndata import AnnData
 
 from sparsevae._constants import REGISTRY_KEYS
 
-from ._validation import did_you_mean
+from ._validation import did_you_mean, validate_counts
 
 if TYPE_CHECKING:
     from ._model import SparseVAE
@@ -113,3 +114,60 @@ def check_saved_model_fits(
             f"the model with its training data (or a subset of it), then add the new "
             f"perturbations with `model.transfer(adata_new)`."
         )
+
+
+class DataChecksMixin:
+    """The checks above on SparseVAE's entry points for data: ``load`` and getters."""
+
+    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
+        """scvi-tools' check that ``adata`` is registered, plus its genes and (if new) counts."""
+        if adata is not None:
+            check_same_genes(model_genes(self), adata)
+            if self.get_anndata_manager(adata) is None:  # not registered: never checked
+                layer = self.registry_["setup_args"].get("layer")
+                validate_counts(adata, layer, warn_empty_genes=False)
+        return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+
+    @classmethod
+    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> SparseVAE:
+        """Load a model saved with :meth:`save`.
+
+        Parameters
+        ----------
+        dir_path
+            Directory of the saved model.
+        adata
+            Data to attach (registered with the saved setup); default: the AnnData saved with
+            the model (``save(..., save_anndata=True)``).
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``,
+            ``device``, ``prefix``, ...).
+
+        Raises
+        ------
+        ValueError
+            If ``adata``'s genes (names and order) differ from the model's, or it holds
+            perturbations the model has not learned (add them with :meth:`transfer` after
+            loading with the training data).
+        """
+        if adata is not None:
+            check_saved_model_fits(
+                dir_path, adata, prefix=kwargs.get("prefix"), backup_url=kwargs.get("backup_url")
+            )
+        return super().load(dir_path, adata=adata, **kwargs)
+
+    # Getters that evaluate p(z | a) need every perturbation of ``adata`` to be known.
+    def get_elbo(self, adata: AnnData | None = None, *args, **kwargs):
+        """As scvi-tools' ``get_elbo``; raises if ``adata`` holds unknown perturbations."""
+        check_known_perturbations(self, self._validate_anndata(adata))
+        return super().get_elbo(adata, *args, **kwargs)
+
+    def get_marginal_ll(self, adata: AnnData | None = None, *args, **kwargs):
+        """As scvi-tools' ``get_marginal_ll``; raises if ``adata`` holds unknown perturbations."""
+        check_known_perturbations(self, self._validate_anndata(adata))
+        return super().get_marginal_ll(adata, *args, **kwargs)
+
+    def get_reconstruction_error(self, adata: AnnData | None = None, *args, **kwargs):
+        """As scvi-tools' ``get_reconstruction_error``; raises for unknown perturbations."""
+        check_known_perturbations(self, self._validate_anndata(adata))
+        return super().get_reconstruction_error(adata, *args, **kwargs)

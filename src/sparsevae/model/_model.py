@@ -20,21 +20,15 @@ from sparsevae.module._priors import PRIOR_CLASSES
 
 from ._fields import CONTROL_KEY, PerturbationField
 from ._guards import NonFiniteLossError
-from ._matching import (
-    check_known_perturbations,
-    check_same_genes,
-    check_saved_model_fits,
-    model_genes,
-    unknown_perturbation_error,
-)
+from ._matching import DataChecksMixin, check_known_perturbations, unknown_perturbation_error
 from ._training_plan import SparseVAETrainingPlan
 from ._transfer import transfer_perturbations
-from ._validation import validate_counts, validate_setup
+from ._validation import validate_setup
 
 logger = logging.getLogger(__name__)
 
 
-class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class SparseVAE(DataChecksMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """Sparse mechanism shift VAE (sVAE+) and its baselines for Perturb-seq counts.
 
     Each cell's latent variables follow ``z | a ~ N(gamma_a * mu_a, I)``: perturbation ``a``
@@ -181,43 +175,6 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
-
-    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
-        """scvi-tools' check that ``adata`` is registered, plus its genes and (if new) counts."""
-        if adata is not None:
-            check_same_genes(model_genes(self), adata)
-            if self.get_anndata_manager(adata) is None:  # not registered: never checked
-                layer = self.registry_["setup_args"].get("layer")
-                validate_counts(adata, layer, warn_empty_genes=False)
-        return super()._validate_anndata(adata, copy_if_view=copy_if_view)
-
-    @classmethod
-    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> SparseVAE:
-        """Load a model saved with :meth:`save`.
-
-        Parameters
-        ----------
-        dir_path
-            Directory of the saved model.
-        adata
-            Data to attach (registered with the saved setup); default: the AnnData saved with
-            the model (``save(..., save_anndata=True)``).
-        **kwargs
-            Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``,
-            ``device``, ``prefix``, ...).
-
-        Raises
-        ------
-        ValueError
-            If ``adata``'s genes (names and order) differ from the model's, or it holds
-            perturbations the model has not learned (add them with :meth:`transfer` after
-            loading with the training data).
-        """
-        if adata is not None:
-            check_saved_model_fits(
-                dir_path, adata, prefix=kwargs.get("prefix"), backup_url=kwargs.get("backup_url")
-            )
-        return super().load(dir_path, adata=adata, **kwargs)
 
     # ---- names ---------------------------------------------------------------------------
     @property
@@ -482,22 +439,6 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             lr_prior=lr_prior,
             **train_kwargs,
         )
-
-    # Getters that evaluate p(z | a) need every perturbation of ``adata`` to be known.
-    def get_elbo(self, adata: AnnData | None = None, *args, **kwargs):
-        """As scvi-tools' ``get_elbo``; raises if ``adata`` holds unknown perturbations."""
-        check_known_perturbations(self, self._validate_anndata(adata))
-        return super().get_elbo(adata, *args, **kwargs)
-
-    def get_marginal_ll(self, adata: AnnData | None = None, *args, **kwargs):
-        """As scvi-tools' ``get_marginal_ll``; raises if ``adata`` holds unknown perturbations."""
-        check_known_perturbations(self, self._validate_anndata(adata))
-        return super().get_marginal_ll(adata, *args, **kwargs)
-
-    def get_reconstruction_error(self, adata: AnnData | None = None, *args, **kwargs):
-        """As scvi-tools' ``get_reconstruction_error``; raises for unknown perturbations."""
-        check_known_perturbations(self, self._validate_anndata(adata))
-        return super().get_reconstruction_error(adata, *args, **kwargs)
 
     @torch.inference_mode()
     def get_interventional_nll(
