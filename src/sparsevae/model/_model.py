@@ -166,7 +166,14 @@ class SparseVAE(DataChecksMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelC
         if control is not None and not isinstance(control, str):
             control = str(control)  # labels are registered as strings
         setup_method_args = cls._get_setup_method_args(**locals())
-        validate_setup(adata, perturbation_key, control, layer, batch_key)
+        validate_setup(
+            adata,
+            perturbation_key,
+            control,
+            layer,
+            batch_key,
+            for_trained_model="source_registry" in kwargs,  # load replays a trained setup
+        )
         anndata_fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),

@@ -346,8 +346,16 @@ def validate_setup(
     control: str | None,
     layer: str | None,
     batch_key: str | None,
+    *,
+    for_trained_model: bool = False,
 ) -> None:
-    """All registration checks of :meth:`sparsevae.SparseVAE.setup_anndata`, cheapest first."""
+    """All registration checks of :meth:`sparsevae.SparseVAE.setup_anndata`, cheapest first.
+
+    ``for_trained_model``: the setup of a trained model is replayed on ``adata`` (``load``).
+    Its labels need not include control or two groups, nor enough cells to learn from (the model
+    has learned them already), and genes without counts do not warn; keys, labels and counts are
+    checked as for training.
+    """
     validate_adata(adata)
     if adata.is_view:
         raise ValueError(
@@ -355,5 +363,8 @@ def validate_setup(
             "adata.obs. Make it an AnnData of its own first: `adata = adata[cells].copy()`."
         )
     validate_keys(adata, perturbation_key, layer, batch_key)
-    validate_perturbations(adata, perturbation_key, control)
-    validate_counts(adata, layer)
+    if for_trained_model:
+        validate_labels(adata, perturbation_key)
+    else:
+        validate_perturbations(adata, perturbation_key, control)
+    validate_counts(adata, layer, warn_empty_genes=not for_trained_model)
