@@ -58,3 +58,17 @@ def test_fit_reports_bad_key(tmp_path, capsys):
     code = main(["fit", str(path), "--perturbation-key", "guide", "--out", str(tmp_path / "o")])
     assert code == 2
     assert "perturbation_key='guide'" in capsys.readouterr().err
+
+
+def test_fit_reports_a_misspelt_key_and_a_missing_file(tmp_path, capsys):
+    data = small_simulation()
+    path = tmp_path / "screen.h5ad"
+    data.write_h5ad(path)
+    code = main(["fit", str(path), "--perturbation-key", "perturbaton", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: perturbation_key='perturbaton'")  # no KeyError quotes
+    assert "Did you mean 'perturbation'?" in err
+    code = main(["fit", str(tmp_path / "missing.h5ad"), "--perturbation-key", "p", "--out", "o"])
+    assert code == 2
+    assert "missing.h5ad" in capsys.readouterr().err

@@ -296,8 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     silence_lightning()
     try:
         return args.func(args)
-    except (KeyError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (KeyError, ValueError, OSError, FloatingPointError) as error:
+        # KeyError's str() quotes its message; print the message itself.
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 

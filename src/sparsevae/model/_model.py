@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -17,14 +18,17 @@ from sparsevae._constants import PRIORS, REGISTRY_KEYS
 from sparsevae.module import SparseShiftVAE
 from sparsevae.module._priors import PRIOR_CLASSES
 
-from ._fields import CONTROL_KEY, PerturbationField, validate_counts
+from ._fields import CONTROL_KEY, PerturbationField
+from ._guards import NonFiniteLossError
+from ._matching import DataChecksMixin, check_known_perturbations, unknown_perturbation_error
 from ._training_plan import SparseVAETrainingPlan
-from ._transfer import check_same_genes, transfer_perturbations
+from ._transfer import transfer_perturbations
+from ._validation import validate_setup
 
 logger = logging.getLogger(__name__)
 
 
-class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class SparseVAE(DataChecksMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """Sparse mechanism shift VAE (sVAE+) and its baselines for Perturb-seq counts.
 
     Each cell's latent variables follow ``z | a ~ N(gamma_a * mu_a, I)``: perturbation ``a``
@@ -151,18 +155,33 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         Raises
         ------
         KeyError
-            If ``perturbation_key``, ``layer`` or ``batch_key`` is missing.
+            If ``perturbation_key``, ``layer`` or ``batch_key`` is missing (close matches are
+            suggested).
         ValueError
-            For non-integer, negative or non-finite counts, cells with zero counts, missing
-            labels, or a ``control`` label that does not occur.
+            For non-integer (e.g. log-normalised), negative or non-finite counts, cells with
+            zero counts, missing or empty labels or batches, a ``control`` label that does not
+            occur, only control cells, or a single perturbation without control.
+
+        Warns
+        -----
+        UserWarning
+            For genes without counts and perturbations with fewer than 10 cells; both are
+            kept.
+
+        Every check runs here, before training, over every count (sparse matrices are read
+        through their stored values, never densified).
         """
+        if control is not None and not isinstance(control, str):
+            control = str(control)  # labels are registered as strings
         setup_method_args = cls._get_setup_method_args(**locals())
-        validate_counts(adata, layer)
-        if batch_key is not None and batch_key not in adata.obs:
-            raise KeyError(
-                f"batch_key={batch_key!r} is not a column of adata.obs "
-                f"(columns: {list(adata.obs.columns)})."
-            )
+        validate_setup(
+            adata,
+            perturbation_key,
+            control,
+            layer,
+            batch_key,
+            for_trained_model="source_registry" in kwargs,  # load replays a trained setup
+        )
         anndata_fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
@@ -205,12 +224,26 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         """Names of the latent variables: ``latent_0`` ... ``latent_{n_latent - 1}``."""
         return [f"latent_{i}" for i in range(self.module.n_latent)]
 
-    def _frame(self, values: np.ndarray) -> pd.DataFrame:
-        return pd.DataFrame(
+    def _frame(self, values: np.ndarray, perturbations: str | Sequence[str] | None = None):
+        frame = pd.DataFrame(
             values,
             index=pd.Index(self.perturbation_names, name="perturbation"),
             columns=self.latent_names,
         )
+        return self._select(frame, perturbations)
+
+    def _select(
+        self, frame: pd.DataFrame, perturbations: str | Sequence[str] | None
+    ) -> pd.DataFrame:
+        """Rows of ``frame`` for ``perturbations`` (all if ``None``); raise for unknown ones."""
+        if perturbations is None:
+            return frame
+        names = [perturbations] if isinstance(perturbations, str) else list(perturbations)
+        names = [str(name) for name in names]
+        unknown = [name for name in names if name not in frame.index]
+        if unknown:
+            raise unknown_perturbation_error(self, unknown)
+        return frame.loc[names]
 
     # ---- training ------------------------------------------------------------------------
     def train(
@@ -251,6 +284,17 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         **kwargs
             Passed to :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` (``accelerator``,
             ``devices``, ``train_size``, ``early_stopping``, ...) and to the Lightning trainer.
+
+        Raises
+        ------
+        NonFiniteLossError
+            (a ``FloatingPointError``) when a loss term or a gradient becomes NaN or infinite.
+            Its message names the term and the step; the model keeps the parameters of the last
+            step with a finite loss.
+
+        Randomness (initial weights, minibatch order, validation split, mask noise) comes from
+        ``scvi.settings.seed``: set it before building the model. On CPU, the same seed and
+        number of threads give identical results.
         """
         if max_epochs is None:
             from scvi.model import get_max_epochs_heuristic
@@ -264,9 +308,13 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             "freeze_masks_at": freeze_masks_at,
             **(plan_kwargs or {}),
         }
-        return super().train(
-            max_epochs=max_epochs, batch_size=batch_size, plan_kwargs=plan, **kwargs
-        )
+        try:
+            return super().train(
+                max_epochs=max_epochs, batch_size=batch_size, plan_kwargs=plan, **kwargs
+            )
+        except NonFiniteLossError:
+            self.module.eval()  # the plan restored the last good parameters; keep them usable
+            raise
 
     # ---- getters -------------------------------------------------------------------------
     @property
@@ -275,11 +323,19 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         return self.module.prior.name
 
     @torch.inference_mode()
-    def get_mask_probabilities(self) -> pd.DataFrame:
+    def get_mask_probabilities(
+        self, perturbations: str | Sequence[str] | None = None
+    ) -> pd.DataFrame:
         """P(gamma = 1): the probability that each perturbation targets each latent.
 
         For the mask-free priors this is the prior's definition: 1 for ``"dense"`` (every
         latent is shifted) and 0 for ``"standard"`` (nothing is).
+
+        Parameters
+        ----------
+        perturbations
+            Rows to return (default: every perturbation the model knows). Unknown names raise
+            a ``ValueError`` that lists the known ones.
 
         Returns
         -------
@@ -292,46 +348,57 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             pi = prior.mask_probabilities().detach().cpu().numpy()
         else:
             pi = np.full((n_rows, self.module.n_latent), 1.0 if prior.has_shift else 0.0)
-        return self._frame(pi[self._perturbed_rows])
+        return self._frame(pi[self._perturbed_rows], perturbations)
 
     @torch.inference_mode()
     def get_perturbation_shifts(
-        self, adata: AnnData | None = None, batch_size: int | None = None
+        self,
+        adata: AnnData | None = None,
+        batch_size: int | None = None,
+        perturbations: str | Sequence[str] | None = None,
     ) -> pd.DataFrame:
         """Shift of the latent mean caused by each perturbation.
 
         For ``"spike_slab"`` / ``"l1"``: ``mu`` where ``pi > 0.5``, else 0. For ``"dense"``:
         ``mu``. For ``"standard"`` (no learned shift): the mean latent representation of the
         perturbation's cells minus that of control cells (or of all cells without control),
-        computed on ``adata`` (default: the training data).
+        computed on ``adata`` (default: the training data), whose perturbations must be known
+        to the model. ``perturbations`` selects rows, as in :meth:`get_mask_probabilities`.
         """
         self._check_if_trained(warn=True)
         prior = self.module.prior
         if prior.has_shift:
             shifts = prior.shifts().detach().cpu().numpy()
-            return self._frame(shifts[self._perturbed_rows])
+            return self._frame(shifts[self._perturbed_rows], perturbations)
         adata = self._validate_anndata(adata)
+        check_known_perturbations(self, adata)
         z = self.get_latent_representation(adata, batch_size=batch_size)
         labels = adata.obs[self._perturbation_registry.original_key].astype(str).to_numpy()
         means = pd.DataFrame(z, columns=self.latent_names).groupby(labels).mean()
         reference = means.loc[self.control] if self.control is not None else z.mean(axis=0)
         shifts = means.reindex(self.perturbation_names) - reference
-        return shifts.rename_axis("perturbation")
+        return self._select(shifts.rename_axis("perturbation"), perturbations)
 
-    def get_intervention_targets(self, threshold: float = 0.5, n_top: int = 2) -> pd.DataFrame:
+    def get_intervention_targets(
+        self,
+        threshold: float = 0.5,
+        n_top: int = 2,
+        perturbations: str | Sequence[str] | None = None,
+    ) -> pd.DataFrame:
         """The perturbation→latent graph as booleans.
 
         Masked priors: ``pi > threshold``. Mask-free priors (iVAE, VAE): the ``n_top`` latents
         with the largest absolute shift per perturbation (the paper's readout).
+        ``perturbations`` selects rows, as in :meth:`get_mask_probabilities`.
         """
         if self.module.prior.has_mask:
-            return self.get_mask_probabilities() > threshold
+            return self.get_mask_probabilities(perturbations) > threshold
         shifts = self.get_perturbation_shifts().abs().to_numpy()
         n_top = min(n_top, shifts.shape[1])
         top = np.argsort(-shifts, axis=1)[:, :n_top]
         targets = np.zeros_like(shifts, dtype=bool)
         np.put_along_axis(targets, top, True, axis=1)
-        return self._frame(targets)
+        return self._frame(targets, perturbations)
 
     # ---- held-out perturbations ----------------------------------------------------------
     def transfer(
@@ -388,18 +455,6 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             **train_kwargs,
         )
 
-    def _check_known_perturbations(self, adata: AnnData) -> None:
-        mapping = self.get_anndata_manager(adata, required=True).get_state_registry(
-            REGISTRY_KEYS.PERTURBATION_KEY
-        )["categorical_mapping"]
-        unseen = [str(c) for c in mapping[self.module.prior.n_perturbations :]]
-        if unseen:
-            raise ValueError(
-                f"adata holds perturbation(s) the model has not learned: {unseen[:10]}. "
-                "Learn their shifts first with `model = model.transfer(adata_new)`, or "
-                "evaluate only known perturbations."
-            )
-
     @torch.inference_mode()
     def get_interventional_nll(
         self,
@@ -437,8 +492,7 @@ class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         """
         self._check_if_trained(warn=True)
         adata = self._validate_anndata(adata)
-        check_same_genes(self, adata)
-        self._check_known_perturbations(adata)
+        check_known_perturbations(self, adata)
         if n_particles < 1:
             raise ValueError(f"n_particles must be >= 1, got {n_particles}.")
         self.module.eval()

@@ -6,6 +6,16 @@ import torch
 from scvi.module.base import LossOutput
 from scvi.train import TrainingPlan
 
+from ._guards import (
+    LastGoodParameters,
+    NonFiniteLossError,
+    all_finite,
+    format_terms,
+    loss_terms,
+    nonfinite_gradients,
+    nonfinite_term,
+)
+
 _TRAIN, _VALIDATION = "train", "validation"
 
 
@@ -20,7 +30,11 @@ class SparseVAETrainingPlan(TrainingPlan):
     - Adam runs as one fused kernel (about 3x faster steps on CPU);
     - the ELBO terms are summed in tensors during the epoch and logged once at its end, with
       the same names as scvi-tools (``elbo_train``, ``reconstruction_loss_validation``, ...):
-      Lightning's per-step ``log`` calls cost more than the model's forward pass on small data.
+      Lightning's per-step ``log`` calls cost more than the model's forward pass on small data;
+    - before every optimiser step the loss and all gradients are checked: a NaN or infinite
+      value stops training with a :class:`~sparsevae.model.NonFiniteLossError` naming the term
+      and the step, and the parameters of the last step with a finite loss are put back
+      (a copy is kept, refreshed each step). A non-finite validation loss stops it too.
 
     Parameters
     ----------
@@ -60,6 +74,8 @@ class SparseVAETrainingPlan(TrainingPlan):
         self.lr_prior = lr_prior
         self.freeze_masks_at = freeze_masks_at
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
+        self._last_good: LastGoodParameters | None = None
+        self._current_step = None
         self._row_mask = None
         if transfer_rows is not None:
             n_rows = module.prior.n_perturbations
@@ -81,6 +97,8 @@ class SparseVAETrainingPlan(TrainingPlan):
     def on_train_start(self):
         if self.module.prior.has_mask:
             self.module.prior.masks_frozen = False
+        self._last_good = LastGoodParameters(self.module)
+        self._last_good_step: int | None = None  # None: the parameters training started from
 
     def on_train_epoch_start(self):
         prior = self.module.prior
@@ -90,6 +108,7 @@ class SparseVAETrainingPlan(TrainingPlan):
             prior.masks_frozen = True
 
     def on_train_end(self):
+        self._last_good = None  # release the copy
         if self._row_mask is not None:
             for name, param in self.module.named_parameters():
                 param.requires_grad_(self._requires_grad[name])
@@ -133,18 +152,70 @@ class SparseVAETrainingPlan(TrainingPlan):
         return config
 
     # ---- steps ---------------------------------------------------------------------------
-    def _step(self, batch, mode: str) -> torch.Tensor:
+    def _step(self, batch, mode: str) -> LossOutput:
         if "kl_weight" in self.loss_kwargs:
             self.loss_kwargs["kl_weight"] = self.kl_weight
         _, _, loss_output = self.forward(batch, loss_kwargs=self.loss_kwargs)
         self._accumulate(mode, loss_output)
-        return loss_output.loss
+        return loss_output
 
     def training_step(self, batch, batch_idx):
-        return self._step(batch, _TRAIN)
+        loss_output = self._step(batch, _TRAIN)
+        self._current_step = (batch_idx, loss_output)
+        return loss_output.loss
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, _VALIDATION)
+
+    # ---- numerical guard -----------------------------------------------------------------
+    def on_before_optimizer_step(self, optimizer):
+        batch_idx, loss_output = self._current_step
+        self._current_step = None
+        if all_finite(loss_output, self.module):
+            self._last_good.save(self.module)
+            self._last_good_step = self.global_step
+            return
+        terms = loss_terms(loss_output)
+        where = (
+            f"epoch {self.current_epoch}, step {self.global_step} (batch {batch_idx} of the epoch)"
+        )
+        term = nonfinite_term(terms)
+        if term is None:
+            names = nonfinite_gradients(self.module)
+            raise NonFiniteLossError(
+                f"Training stopped at {where}: the loss was finite ({format_terms(terms)}) but "
+                f"the gradient of {names[:5]} is NaN or infinite. That update was not applied; "
+                "the model keeps the parameters of this step. Try a lower `lr` / `lr_prior`.",
+                term="gradient",
+                epoch=self.current_epoch,
+                step=self.global_step,
+            )
+        self._raise_nonfinite(term, terms, where)
+
+    def _raise_nonfinite(
+        self, term: str, terms: dict[str, torch.Tensor], where: str, sums: str = "minibatch"
+    ) -> None:
+        """Put the last good parameters back and raise the error that names ``term``."""
+        self._last_good.restore(self.module)
+        kept = (
+            "the parameters training started from"
+            if self._last_good_step is None
+            else f"the parameters of step {self._last_good_step}, the last with a finite loss"
+        )
+        hint = {
+            "reconstruction_loss": "check the counts of these cells, or try a lower `lr`",
+            "kl_local": "try a lower `lr` or a longer `n_epochs_kl_warmup`",
+            "kl_global": "the prior's global (sparsity) term: try a lower `lr_prior`",
+        }.get(term, "try a lower `lr` / `lr_prior`")
+        value = "NaN" if bool(torch.isnan(terms[term]).any()) else "infinite"
+        what = "the total loss" if term == "loss" else f"the {term} term of the loss"
+        raise NonFiniteLossError(
+            f"Training stopped at {where}: {what} is {value} "
+            f"({format_terms(terms, sums)}). The model keeps {kept}. To go on, {hint}.",
+            term=term,
+            epoch=self.current_epoch,
+            step=self.global_step,
+        )
 
     @torch.no_grad()
     def _accumulate(self, mode: str, loss_output: LossOutput) -> None:
@@ -189,5 +260,18 @@ class SparseVAETrainingPlan(TrainingPlan):
 
     def on_validation_epoch_end(self):
         if not self.trainer.sanity_checking:
+            self._check_validation()
             self._log_epoch(_VALIDATION, self.n_obs_validation)
         self._sums.pop(_VALIDATION, None)
+
+    def _check_validation(self) -> None:
+        sums = self._sums.get(_VALIDATION)
+        if not sums or self._last_good is None:
+            return
+        terms = {name: sums[name] for name in ("reconstruction_loss", "kl_local", "kl_global")}
+        terms["loss"] = sums["loss"]
+        term = nonfinite_term(terms)
+        if term is not None:
+            self._sums.pop(_VALIDATION, None)
+            where = f"the validation of epoch {self.current_epoch} (after step {self.global_step})"
+            self._raise_nonfinite(term, terms, where, sums="validation")

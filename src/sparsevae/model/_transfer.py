@@ -15,35 +15,13 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from sparsevae._constants import REGISTRY_KEYS
-
-from ._fields import validate_counts
+from ._matching import check_same_genes, model_genes
+from ._validation import validate_counts
 
 if TYPE_CHECKING:
     from ._model import SparseVAE
 
 logger = logging.getLogger(__name__)
-
-
-def check_same_genes(model: SparseVAE, adata: AnnData) -> None:
-    """Raise if ``adata``'s genes (names and order) differ from those the model was set up with."""
-    expected = pd.Index(model.adata_manager.get_state_registry(REGISTRY_KEYS.X_KEY)["column_names"])
-    if adata.var_names.equals(expected):
-        return
-    missing = expected.difference(adata.var_names)
-    extra = adata.var_names.difference(expected)
-    if len(missing) == 0 and len(extra) == 0:
-        detail = "the same genes in a different order"
-    else:
-        detail = (
-            f"{len(missing)} of the model's genes are missing (e.g. {list(missing[:5])}) and "
-            f"{len(extra)} are not in the model (e.g. {list(extra[:5])})"
-        )
-    raise ValueError(
-        f"adata has {adata.n_vars} genes but the model was trained on {len(expected)}: "
-        f"{detail}. Subset and order the genes as in training: "
-        "`adata = adata[:, model_var_names].copy()`."
-    )
 
 
 def _latent_means_by_perturbation(
@@ -72,8 +50,8 @@ def transfer_perturbations(
     model._check_if_trained(warn=False)
     if adata.n_obs == 0:
         raise ValueError("adata has no cells: transfer needs cells of the new perturbations.")
-    check_same_genes(model, adata)
-    validate_counts(adata, model.registry_["setup_args"].get("layer"))
+    check_same_genes(model_genes(model), adata)
+    validate_counts(adata, model.registry_["setup_args"].get("layer"), warn_empty_genes=False)
     manager = model.adata_manager.transfer_fields(adata, extend_categories=True)
     cls = type(model)
     cls.register_manager(manager)

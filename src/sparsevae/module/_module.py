@@ -15,6 +15,17 @@ from sparsevae._constants import MODULE_KEYS, PRIORS, REGISTRY_KEYS
 
 from ._priors import PerturbationPrior, make_prior
 
+# Bounds that keep every distribution's parameters finite in float32 (exp overflows above 88):
+# posterior variances up to 1e4 (the prior's is 1) and inverse dispersions within
+# [exp(-15), exp(15)] (about 3e-7 to 3e6; beyond that the negative binomial is Poisson).
+_MAX_LOG_VARIANCE = math.log(1e4)
+_MAX_ABS_LOG_THETA = 15.0
+
+
+def _bounded_exp(x: torch.Tensor) -> torch.Tensor:
+    """exp with its input capped: the encoder's variance activation, finite for any input."""
+    return torch.exp(x.clamp(max=_MAX_LOG_VARIANCE))
+
 
 class SparseShiftVAE(BaseModuleClass):
     """Encoder q(z | x), negative binomial decoder p(x | z) and a perturbation prior p(z | a).
@@ -79,6 +90,7 @@ class SparseShiftVAE(BaseModuleClass):
             n_hidden=n_hidden,
             dropout_rate=dropout_rate,
             use_batch_norm=batch_norm_encoder,
+            var_activation=_bounded_exp,
             return_dist=True,
         )
         self.decoder = DecoderSCVI(
@@ -100,6 +112,10 @@ class SparseShiftVAE(BaseModuleClass):
             temperature,
             estimator=mask_estimator,
         )
+
+    def log_theta(self) -> torch.Tensor:
+        """Log inverse dispersion per gene, bounded so that theta stays finite and positive."""
+        return self.px_r.clamp(-_MAX_ABS_LOG_THETA, _MAX_ABS_LOG_THETA)
 
     # ---- plumbing ------------------------------------------------------------------------
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
@@ -138,7 +154,7 @@ class SparseShiftVAE(BaseModuleClass):
         """p(x | z) and the prior p(z | a) of each cell."""
         cat = () if self.n_batch <= 1 or batch_index is None else (batch_index,)
         px_scale, _, px_rate, _ = self.decoder("gene", z, library, *cat)
-        px = NegativeBinomial(mu=px_rate, theta=torch.exp(self.px_r), scale=px_scale)
+        px = NegativeBinomial(mu=px_rate, theta=torch.exp(self.log_theta()), scale=px_scale)
         pz = self.prior.distribution(perturbation.reshape(-1).long())
         return {MODULE_KEYS.PX_KEY: px, MODULE_KEYS.PZ_KEY: pz}
 
@@ -216,7 +232,7 @@ class SparseShiftVAE(BaseModuleClass):
         qz, _ = self.z_encoder(torch.log1p(x))
         pz = self.prior.distribution(perturbation)
         log_library = torch.log(x.sum(dim=-1, keepdim=True))
-        log_theta = self.px_r
+        log_theta = self.log_theta()
         theta = torch.exp(log_theta)
         # log NB(x; mu, theta) = lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)
         #                        + theta * log(theta) + x * log(mu) - (x + theta) * log(theta + mu)

@@ -1,0 +1,173 @@
+"""Checks that an AnnData fits a trained model: the same genes, perturbations it knows.
+
+Used wherever data meet a model after training: ``load``, ``transfer`` and every getter that
+takes ``adata`` (through :class:`DataChecksMixin`). Without them, other genes (or the same
+genes in another order) would run through the networks silently or fail deep inside torch with
+a shape error, and unknown perturbations would index past the prior's rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from anndata import AnnData
+
+from sparsevae._constants import REGISTRY_KEYS
+
+from ._validation import did_you_mean, validate_counts
+
+if TYPE_CHECKING:
+    from ._model import SparseVAE
+
+_SHOWN = 5
+
+
+def _field_state(registry: dict, key: str) -> dict:
+    return registry["field_registries"][key]["state_registry"]
+
+
+def check_same_genes(expected: Sequence[str], adata: AnnData) -> None:
+    """Raise if ``adata``'s genes (names and order) differ from ``expected``, the model's."""
+    expected = pd.Index(expected)
+    if adata.var_names.equals(expected):
+        return
+    missing = expected.difference(adata.var_names)
+    extra = adata.var_names.difference(expected)
+    if len(missing) == 0 and len(extra) == 0:
+        detail = "the same genes in a different order"
+    else:
+        parts = []
+        if len(missing):
+            parts.append(
+                f"{len(missing)} of the model's genes are missing (e.g. {list(missing[:_SHOWN])})"
+            )
+        if len(extra):
+            parts.append(f"{len(extra)} are not in the model (e.g. {list(extra[:_SHOWN])})")
+        detail = " and ".join(parts)
+    raise ValueError(
+        f"adata has {adata.n_vars} genes but the model was trained on {len(expected)}: "
+        f"{detail}. Subset and order the genes as in training: "
+        "`adata = adata[:, model.adata.var_names].copy()` (or the var_names saved with the model)."
+    )
+
+
+def model_genes(model: SparseVAE) -> list[str]:
+    """The genes the model was set up with, in order."""
+    return list(_field_state(model.registry_, REGISTRY_KEYS.X_KEY)["column_names"])
+
+
+def unknown_perturbation_error(model: SparseVAE, unknown: Sequence[str]) -> ValueError:
+    """The error for perturbation labels that the model has not learned."""
+    known = model.perturbation_names
+    if model.control is not None and model.control in unknown:
+        return ValueError(
+            f"{model.control!r} is the control label: control cells have no shift and no mask, "
+            "so it has no row. Ask for perturbations only."
+        )
+    hint = did_you_mean(unknown[0], known) if len(unknown) == 1 else ""
+    return ValueError(
+        f"The model has not learned the perturbation(s) {list(unknown[:10])}.{hint} It knows "
+        f"{len(known)}: {known[:10]}{' ...' if len(known) > 10 else ''}. Learn the shifts of "
+        "new perturbations first with `model = model.transfer(adata_new)`, or ask only for "
+        "known ones."
+    )
+
+
+def check_known_perturbations(model: SparseVAE, adata: AnnData) -> None:
+    """Raise if ``adata`` (registered with the model) holds perturbations it has not learned."""
+    mapping = model.get_anndata_manager(adata, required=True).get_state_registry(
+        REGISTRY_KEYS.PERTURBATION_KEY
+    )["categorical_mapping"]
+    unseen = [str(c) for c in mapping[model.module.prior.n_perturbations :]]
+    if unseen:
+        raise unknown_perturbation_error(model, unseen)
+
+
+def check_saved_model_fits(
+    dir_path: str, adata: AnnData, prefix: str | None = None, backup_url: str | None = None
+) -> None:
+    """Before ``load``: raise if ``adata``'s genes or perturbations do not fit the saved model.
+
+    scvi-tools itself only warns about other genes and then fails with a tensor size mismatch;
+    here the error says which genes or labels differ and what to do.
+    """
+    from scvi.model.base._save_load import _load_saved_files
+
+    attr_dict, var_names, _, _ = _load_saved_files(
+        dir_path, load_adata=False, prefix=prefix, map_location="cpu", backup_url=backup_url
+    )
+    check_same_genes([str(v) for v in var_names], adata)
+    registry = attr_dict["registry_"]
+    key = registry["setup_args"]["perturbation_key"]
+    if key not in adata.obs:
+        return  # setup_anndata names the missing column
+    state = _field_state(registry, REGISTRY_KEYS.PERTURBATION_KEY)
+    known = {str(c) for c in state["categorical_mapping"]}
+    labels = adata.obs[key].dropna().astype(str).unique()
+    unseen = sorted(set(labels) - known)
+    if unseen:
+        raise ValueError(
+            f"adata.obs[{key!r}] holds perturbation(s) the saved model has not learned: "
+            f"{unseen[:10]}{did_you_mean(unseen[0], known) if len(unseen) == 1 else ''}. Load "
+            f"the model with its training data (or a subset of it), then add the new "
+            f"perturbations with `model.transfer(adata_new)`."
+        )
+
+
+class DataChecksMixin:
+    """The checks above on SparseVAE's entry points for data: ``load`` and getters."""
+
+    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
+        """scvi-tools' check that ``adata`` is registered, plus its genes and (if new) counts."""
+        if adata is not None:
+            check_same_genes(model_genes(self), adata)
+            if self.get_anndata_manager(adata) is None:  # not registered: never checked
+                layer = self.registry_["setup_args"].get("layer")
+                validate_counts(adata, layer, warn_empty_genes=False)
+        return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+
+    @classmethod
+    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> SparseVAE:
+        """Load a model saved with :meth:`save`.
+
+        Parameters
+        ----------
+        dir_path
+            Directory of the saved model.
+        adata
+            Data to attach (registered with the saved setup); default: the AnnData saved with
+            the model (``save(..., save_anndata=True)``).
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``,
+            ``device``, ``prefix``, ...).
+
+        Raises
+        ------
+        ValueError
+            If ``adata``'s genes (names and order) differ from the model's, or it holds
+            perturbations the model has not learned (add them with :meth:`transfer` after
+            loading with the training data).
+        """
+        if adata is not None:
+            check_saved_model_fits(
+                dir_path, adata, prefix=kwargs.get("prefix"), backup_url=kwargs.get("backup_url")
+            )
+        return super().load(dir_path, adata=adata, **kwargs)
+
+    # Getters that evaluate p(z | a) need every perturbation of ``adata`` to be known.
+    def get_elbo(self, adata: AnnData | None = None, *args, **kwargs):
+        """As scvi-tools' ``get_elbo``; raises if ``adata`` holds unknown perturbations."""
+        check_known_perturbations(self, self._validate_anndata(adata))
+        return super().get_elbo(adata, *args, **kwargs)
+
+    def get_marginal_ll(self, adata: AnnData | None = None, *args, **kwargs):
+        """As scvi-tools' ``get_marginal_ll``; raises if ``adata`` holds unknown perturbations."""
+        check_known_perturbations(self, self._validate_anndata(adata))
+        return super().get_marginal_ll(adata, *args, **kwargs)
+
+    def get_reconstruction_error(self, adata: AnnData | None = None, *args, **kwargs):
+        """As scvi-tools' ``get_reconstruction_error``; raises for unknown perturbations."""
+        check_known_perturbations(self, self._validate_anndata(adata))
+        return super().get_reconstruction_error(adata, *args, **kwargs)
