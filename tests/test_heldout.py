@@ -147,6 +147,8 @@ def test_one_particle_iwelbo_is_the_single_sample_elbo(fitted):
     # float64: the check is of the algebra, not of float32 rounding
     module = copy.deepcopy(model.module).double()
     tensors = {k: v.double() if v.is_floating_point() else v for k, v in tensors.items()}
+    module.eval()
+    assert module._folded_decoder() is not None  # the fast path (batch norm folded) is checked
     torch.manual_seed(0)
     iwelbo = module.marginal_ll(tensors, n_mc_samples=1)
     with torch.no_grad():  # the same draw through the full forward pass and torch's own NB

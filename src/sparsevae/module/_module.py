@@ -193,9 +193,19 @@ class SparseShiftVAE(BaseModuleClass):
 
         ``z`` may carry leading particle dimensions; they are flattened so that batch
         normalisation sees one 2-d input (scvi's FCLayers loops over a 3-d input's first axis).
+        In eval mode without batch covariates the decoder runs as plain matrix products with
+        batch normalisation folded into the weights (:meth:`_folded_decoder`).
         """
         lead, n_latent = z.shape[:-1], z.shape[-1]
         z_flat = z.reshape(-1, n_latent)
+        folded = self._folded_decoder() if self.n_batch <= 1 else None
+        if folded is not None:
+            *hidden_layers, (weight, bias) = folded
+            hidden = z_flat
+            for w, b in hidden_layers:
+                hidden = torch.addmm(b, hidden, w.t()).relu_()
+            logits = torch.addmm(bias, hidden, weight.t())
+            return torch.log_softmax(logits, dim=-1).reshape(*lead, -1)
         cat = ()
         if self.n_batch > 1 and batch_index is not None:
             repeats = z_flat.shape[0] // batch_index.shape[0]
@@ -203,6 +213,32 @@ class SparseShiftVAE(BaseModuleClass):
         hidden = self.decoder.px_decoder(z_flat, *cat)
         logits = self.decoder.px_scale_decoder[0](hidden)  # the Linear before scvi's Softmax
         return torch.log_softmax(logits, dim=-1).reshape(*lead, -1)
+
+    def _folded_decoder(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """The eval-mode decoder as (weight, bias) pairs, batch normalisation folded in.
+
+        In eval mode ``BatchNorm(W z + b) = W' z + b'`` with ``W' = s W``,
+        ``b' = s (b - running_mean) + beta`` and ``s = gamma / sqrt(running_var + eps)``, so the
+        decoder is Linear-ReLU-Linear-ReLU-Linear: about twice as fast for the many particles of
+        the IWELBO. Returns ``None`` (use the modules) in training mode or for layer types this
+        does not cover (layer norm).
+        """
+        if self.decoder.training:
+            return None
+        folded = []
+        for layers in self.decoder.px_decoder.fc_layers:
+            linear, batch_norm, layer_norm, activation = layers[0], layers[1], layers[2], layers[3]
+            if layer_norm is not None or not isinstance(activation, torch.nn.ReLU):
+                return None
+            weight, bias = linear.weight, linear.bias
+            if batch_norm is not None:
+                scale = batch_norm.weight / torch.sqrt(batch_norm.running_var + batch_norm.eps)
+                weight = weight * scale.unsqueeze(-1)
+                bias = (bias - batch_norm.running_mean) * scale + batch_norm.bias
+            folded.append((weight, bias))
+        output = self.decoder.px_scale_decoder[0]
+        folded.append((output.weight, output.bias))
+        return folded
 
     @torch.inference_mode()
     def marginal_ll(
@@ -239,16 +275,17 @@ class SparseShiftVAE(BaseModuleClass):
         constant = (
             torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1) + theta * log_theta
         ).sum(dim=-1)
+        x_theta = x + theta
         if n_mc_samples_per_pass is None:
             n_mc_samples_per_pass = max_elements_per_pass // max(x.shape[0] * x.shape[1], 1)
         n_per_pass = int(min(max(n_mc_samples_per_pass, 1), n_mc_samples))
         chunk_lse = []
         for start in range(0, n_mc_samples, n_per_pass):
             z = qz.sample((min(n_per_pass, n_mc_samples - start),))
-            log_mu = log_library + self._log_px_scale(z, batch_index)
-            log_px = constant + (x * log_mu - (x + theta) * torch.logaddexp(log_theta, log_mu)).sum(
-                dim=-1
-            )
+            log_mu = self._log_px_scale(z, batch_index).add_(log_library)
+            # log(theta + mu) directly: mu <= library size and theta >= exp(-15) keep it finite
+            log_theta_mu = log_mu.exp().add_(theta).log_()
+            log_px = constant + (x * log_mu).sum(dim=-1) - (x_theta * log_theta_mu).sum(dim=-1)
             log_w = log_px + pz.log_prob(z).sum(dim=-1) - qz.log_prob(z).sum(dim=-1)
             chunk_lse.append(torch.logsumexp(log_w, dim=0))
         log_lik = torch.logsumexp(torch.stack(chunk_lse), dim=0) - math.log(n_mc_samples)
