@@ -18,13 +18,14 @@ from sparsevae.module import SparseShiftVAE
 from sparsevae.module._priors import PRIOR_CLASSES
 
 from ._fields import CONTROL_KEY, PerturbationField, validate_counts
+from ._interpret import InterpretationMixin
 from ._training_plan import SparseVAETrainingPlan
 from ._transfer import check_same_genes, transfer_perturbations
 
 logger = logging.getLogger(__name__)
 
 
-class SparseVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class SparseVAE(InterpretationMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """Sparse mechanism shift VAE (sVAE+) and its baselines for Perturb-seq counts.
 
     Each cell's latent variables follow ``z | a ~ N(gamma_a * mu_a, I)``: perturbation ``a``
