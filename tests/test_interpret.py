@@ -31,7 +31,7 @@ def _direct_loadings(model, adata, shift, cells=None):
     for i in range(module.n_latent):
         moved = module.decoder("gene", z + shift * torch.eye(module.n_latent)[i], library, *cat)[0]
         rows.append(torch.log2(moved / base).mean(0).numpy())
-    return np.stack(rows)
+    return np.stack(rows), base.mean(0).numpy() * 1e4
 
 
 def _wide(loadings):
@@ -41,7 +41,7 @@ def _wide(loadings):
 def test_loadings_are_a_tidy_table_of_every_latent_and_gene(trained):
     model, data = trained
     loadings = model.get_latent_gene_loadings()
-    assert list(loadings.columns) == ["latent", "gene", "log2_fold_change"]
+    assert list(loadings.columns) == ["latent", "gene", "log2_fold_change", "expression_per_10k"]
     assert len(loadings) == 4 * data.n_vars
     assert list(loadings["latent"].cat.categories) == model.latent_names
     assert list(loadings["gene"][: data.n_vars]) == list(data.var_names)
@@ -52,9 +52,13 @@ def test_loadings_are_a_tidy_table_of_every_latent_and_gene(trained):
 def test_loadings_match_the_decoder_output(trained):
     model, data = trained
     loadings = model.get_latent_gene_loadings(shift=2.0, batch_size=17)
-    expected = _direct_loadings(model, data, 2.0)
+    expected, expression = _direct_loadings(model, data, 2.0)
     wide = _wide(loadings).loc[model.latent_names, list(data.var_names)]
     np.testing.assert_allclose(wide.to_numpy(), expected, rtol=1e-4, atol=1e-5)
+    per_latent = loadings.groupby("latent", observed=True)["expression_per_10k"]
+    for values in per_latent.apply(np.asarray):
+        np.testing.assert_allclose(values, expression, rtol=1e-4)
+    assert per_latent.sum().to_numpy() == pytest.approx(1e4)  # proportions sum to one
     # A latent moves genes both ways: the proportions sum to one.
     assert (wide.to_numpy().max(1) > 0).all() and (wide.to_numpy().min(1) < 0).all()
 
@@ -64,7 +68,7 @@ def test_loadings_on_a_subset_of_cells(trained):
     control = np.flatnonzero(data.obs["perturbation"].to_numpy() == "control")
     loadings = model.get_latent_gene_loadings(indices=control, shift=-1.0)
     assert loadings.attrs["n_cells"] == len(control)
-    expected = _direct_loadings(model, data, -1.0, cells=control)
+    expected, _ = _direct_loadings(model, data, -1.0, cells=control)
     wide = _wide(loadings).loc[model.latent_names, list(data.var_names)]
     np.testing.assert_allclose(wide.to_numpy(), expected, rtol=1e-4, atol=1e-5)
 
@@ -79,7 +83,7 @@ def test_loadings_with_batches_keep_each_cells_batch():
     model = sv.SparseVAE(data, n_latent=3, n_hidden=16)
     model.train(max_epochs=2, **QUIET)
     loadings = model.get_latent_gene_loadings(batch_size=25)
-    expected = _direct_loadings(model, data, 1.0)
+    expected, _ = _direct_loadings(model, data, 1.0)
     wide = _wide(loadings).loc[model.latent_names, list(data.var_names)]
     np.testing.assert_allclose(wide.to_numpy(), expected, rtol=1e-4, atol=1e-5)
 

@@ -104,6 +104,7 @@ def _loadings():
         for gene, v in zip(genes, vs, strict=True)
     ]
     loadings = pd.DataFrame(rows, columns=["latent", "gene", "log2_fold_change"])
+    loadings["expression_per_10k"] = loadings["gene"].map({g: 10.0 for g in genes} | {"G5": 0.5})
     loadings.attrs["shift"] = 1.0
     return loadings
 
@@ -124,9 +125,14 @@ def test_latent_genes_rows_are_each_latents_top_genes(tmp_path):
 
 
 def test_latent_genes_default_is_all_latents_and_checks_input():
-    ax = sv.pl.latent_genes(_loadings(), n_genes=1, show=False)
+    ax = sv.pl.latent_genes(_loadings(), n_genes=1, min_expression=0, show=False)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["latent_0", "latent_1", "latent_2"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["G0", "G1", "G5"]
+    # G5 (0.5 per 10k) is below the default min_expression: latent_2's next gene is G4.
+    ax = sv.pl.latent_genes(_loadings(), n_genes=1, show=False)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["G0", "G1", "G4"]
+    with pytest.raises(ValueError, match="min_expression=100"):
+        sv.pl.latent_genes(_loadings(), min_expression=100, show=False)
     with pytest.raises(ValueError, match="latent_9"):
         sv.pl.latent_genes(_loadings(), ["latent_9"], show=False)
     with pytest.raises(KeyError, match="get_latent_gene_loadings"):
@@ -137,7 +143,9 @@ def test_latent_genes_default_is_all_latents_and_checks_input():
 def test_latent_genes_of_a_trained_model(trained, tmp_path):
     model, data = trained
     loadings = model.get_latent_gene_loadings()
-    ax = sv.pl.latent_genes(loadings, n_genes=3, show=False, save=tmp_path / "genes.png")
+    ax = sv.pl.latent_genes(
+        loadings, n_genes=3, min_expression=0, show=False, save=tmp_path / "genes.png"
+    )
     genes = [t.get_text() for t in ax.get_yticklabels()]
     assert 3 <= len(genes) <= 12 and len(set(genes)) == len(genes)
     assert set(genes) <= set(data.var_names)
@@ -155,6 +163,7 @@ def test_latent_genes_labels_stay_readable_at_200_genes():
             "latent": np.repeat(latents, len(genes)),
             "gene": np.tile(genes, len(latents)),
             "log2_fold_change": rng.normal(size=len(latents) * len(genes)),
+            "expression_per_10k": 5.0,
         }
     )
     ax = sv.pl.latent_genes(loadings, n_genes=5, show=False)

@@ -16,7 +16,7 @@ from sparsevae._constants import REGISTRY_KEYS
 from ._transfer import check_same_genes
 
 #: Columns of :meth:`InterpretationMixin.get_latent_gene_loadings`.
-LOADING_COLUMNS = ["latent", "gene", "log2_fold_change"]
+LOADING_COLUMNS = ["latent", "gene", "log2_fold_change", "expression_per_10k"]
 #: Columns of :meth:`InterpretationMixin.get_target_table`.
 TARGET_COLUMNS = ["perturbation", "latent", "pi", "shift"]
 
@@ -49,6 +49,12 @@ class InterpretationMixin:
         loading depends on the cells it is averaged over (``indices``; e.g. control cells)
         and on the sign and size of ``shift``.
 
+        ``expression_per_10k`` is the gene's expected expression before the shift, on the
+        scale of scanpy's ``normalize_total(target_sum=1e4)``: the decoder's mean proportion
+        over the same cells × 10,000. Fold changes of genes the model hardly ever sees (well
+        below 1 per 10k) are extrapolations of the decoder; filter on this column before
+        ranking genes by fold change (:func:`sparsevae.pl.latent_genes` does).
+
         Parameters
         ----------
         adata
@@ -67,14 +73,16 @@ class InterpretationMixin:
         Returns
         -------
         Tidy DataFrame with one row per (latent, gene) and the columns ``latent``
-        (categorical, in the order of :attr:`latent_names`), ``gene`` and
-        ``log2_fold_change``; rows latent by latent, genes in the order of ``adata.var_names``.
+        (categorical, in the order of :attr:`latent_names`), ``gene``, ``log2_fold_change``
+        and ``expression_per_10k`` (the same for every latent); rows latent by latent, genes
+        in the order of ``adata.var_names``.
         ``df.attrs`` holds ``shift`` and ``n_cells``.
 
         Examples
         --------
         >>> loadings = model.get_latent_gene_loadings()
-        >>> loadings[loadings.latent == "latent_3"].nlargest(10, "log2_fold_change")
+        >>> expressed = loadings[loadings.expression_per_10k >= 1]
+        >>> expressed[expressed.latent == "latent_3"].nlargest(10, "log2_fold_change")
         >>> wide = loadings.pivot(index="gene", columns="latent", values="log2_fold_change")
         """
         self._check_if_trained(warn=True)
@@ -84,18 +92,19 @@ class InterpretationMixin:
         check_same_genes(self, adata)
         self.module.eval()
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
-        total = None
-        n_cells = 0
+        effects, proportions, n_cells = 0.0, 0.0, 0
         for tensors in loader:
             x = tensors[REGISTRY_KEYS.X_KEY]
-            effects = self.module.latent_shift_effects(
+            batch_effects, batch_proportions = self.module.latent_shift_effects(
                 x, tensors.get(REGISTRY_KEYS.BATCH_KEY), float(shift)
             )
-            total = effects if total is None else total + effects
+            effects = effects + batch_effects.double()
+            proportions = proportions + batch_proportions.double()
             n_cells += x.shape[0]
         if n_cells == 0:
             raise ValueError("No cells to average over: `indices` selects none of adata's cells.")
-        log2_fc = (total / n_cells / math.log(2.0)).cpu().numpy().astype(np.float64)
+        log2_fc = (effects / n_cells / math.log(2.0)).cpu().numpy()
+        expression = (proportions / n_cells * 1e4).cpu().numpy()
         n_latent, n_genes = log2_fc.shape
         latents = pd.Categorical(
             np.repeat(self.latent_names, n_genes), categories=self.latent_names, ordered=True
@@ -105,6 +114,7 @@ class InterpretationMixin:
                 "latent": latents,
                 "gene": np.tile(adata.var_names.to_numpy(dtype=str), n_latent),
                 "log2_fold_change": log2_fc.ravel(),
+                "expression_per_10k": np.tile(expression, n_latent),
             },
             columns=LOADING_COLUMNS,
         )

@@ -16,14 +16,17 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 _VALUE = "log2_fold_change"
+_EXPRESSION = "expression_per_10k"
 
 
 def _top_genes(
-    loadings: pd.DataFrame, latents: Sequence[str] | None = None, n_genes: int = 5
+    loadings: pd.DataFrame, latents: Sequence[str] | None, n_genes: int, min_expression: float
 ) -> pd.DataFrame:
-    """Rows of ``loadings`` for each latent's ``n_genes`` largest ``|log2_fold_change|``,
-    latent by latent (in the order of ``latents``), strongest first."""
-    missing = {"latent", "gene", _VALUE} - set(loadings.columns)
+    """Rows of ``loadings`` for each latent's ``n_genes`` largest ``|log2_fold_change|``
+    among genes expressed at ``min_expression`` or more, latent by latent (in the order of
+    ``latents``), strongest first."""
+    required = {"latent", "gene", _VALUE} | ({_EXPRESSION} if min_expression > 0 else set())
+    missing = required - set(loadings.columns)
     if missing:
         raise KeyError(
             f"loadings lack the column(s) {sorted(missing)}; pass the DataFrame returned by "
@@ -36,6 +39,14 @@ def _top_genes(
     unknown = [latent for latent in latents if latent not in known]
     if unknown or not latents:
         raise ValueError(f"latents {unknown or latents} not in loadings; choose from {known}.")
+    if min_expression > 0:
+        expressed = loadings[_EXPRESSION] >= min_expression
+        if not expressed.any():
+            raise ValueError(
+                f"No gene has {_EXPRESSION} >= min_expression={min_expression!r} (highest: "
+                f"{loadings[_EXPRESSION].max():.3g}); lower min_expression."
+            )
+        loadings = loadings[expressed]
     by_latent = loadings.assign(latent=loadings["latent"].astype(str)).groupby("latent")
     return pd.concat(
         [
@@ -51,6 +62,7 @@ def latent_genes(
     latents: Sequence[str] | None = None,
     n_genes: int = 5,
     *,
+    min_expression: float = 1.0,
     cmap: str = "RdBu_r",
     ax: Axes | None = None,
     show: bool | None = None,
@@ -59,11 +71,12 @@ def latent_genes(
     """The genes each latent drives: a heatmap of loadings, top genes × latents.
 
     For each latent in ``latents``, its ``n_genes`` genes with the largest absolute
-    ``log2_fold_change`` are rows (latent by latent, strongest first; a gene in the top of
-    several latents appears once, under the first); columns are the latents; the colour is
-    the log2 fold change of each gene's expected expression when that latent rises by the
-    loadings' shift (red up, blue down, symmetric around 0). A dot marks the latent a row was
-    chosen for; lines separate the latents' blocks.
+    ``log2_fold_change``, among genes expressed at ``min_expression`` or more, are rows
+    (latent by latent, strongest first; a gene in the top of several latents appears once,
+    under the first); columns are the latents; the colour is the log2 fold change of each
+    gene's expected expression when that latent rises by the loadings' shift (red up, blue
+    down, symmetric around 0). A dot marks the latent a row was chosen for; lines separate
+    the latents' blocks.
 
     Parameters
     ----------
@@ -74,6 +87,10 @@ def latent_genes(
         :meth:`~sparsevae.SparseVAE.get_target_table`.
     n_genes
         Top genes per latent.
+    min_expression
+        Only genes whose ``expression_per_10k`` is at least this are ranked (``0``: all):
+        the fold changes of genes the model hardly ever sees are the decoder's
+        extrapolations, and rank first otherwise.
     cmap
         Diverging colour map.
     ax, show, save
@@ -89,7 +106,7 @@ def latent_genes(
     >>> loadings = model.get_latent_gene_loadings()
     >>> sv.pl.latent_genes(loadings, latents=["latent_2", "latent_7"], n_genes=10)
     """
-    top = _top_genes(loadings, latents, n_genes)
+    top = _top_genes(loadings, latents, n_genes, min_expression)
     columns = list(dict.fromkeys(top["latent"]))
     first = top.drop_duplicates("gene")
     genes = first["gene"].tolist()
