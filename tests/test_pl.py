@@ -28,6 +28,21 @@ def test_mask_heatmap_renders_rows_and_columns(trained, tmp_path):
     assert columns == set(model.latent_names)
 
 
+def _gridlines_visible(ax):
+    return any(line.get_visible() for line in ax.get_xgridlines() + ax.get_ygridlines())
+
+
+def test_heatmaps_draw_no_grid_under_scanpy_style(trained):
+    model, data = trained
+    data = data.copy()
+    sv.tl.write_results(data, model)
+    with plt.rc_context({"axes.grid": True}):
+        assert not _gridlines_visible(sv.pl.mask_heatmap(data, show=False))
+        loadings = model.get_latent_gene_loadings()
+        assert not _gridlines_visible(sv.pl.latent_genes(loadings, min_expression=0, show=False))
+    plt.close("all")
+
+
 def test_mask_heatmap_needs_results(adata):
     with pytest.raises(KeyError, match="write_results"):
         sv.pl.mask_heatmap(adata, show=False)

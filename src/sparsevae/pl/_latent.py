@@ -135,6 +135,7 @@ def latent_genes(
     ax.scatter(chosen_for + 0.5, np.arange(n_rows) + 0.5, s=6, color="black", marker="o")
     for boundary in np.flatnonzero(chosen_for[1:] != chosen_for[:-1]) + 1:
         ax.axhline(boundary, color="black", linewidth=0.6)
+    ax.grid(False)  # scanpy's figure style turns grids on; they cut through cells
     ax.set_xlabel("latent")
     ax.set_ylabel("gene")
     ax.set_title(f"top {n_genes} genes per latent")

@@ -38,6 +38,7 @@ def _draw(matrix: pd.DataFrame, ax: Axes, title: str, cbar_label: str) -> None:
         yticklabels=True,
         xticklabels=True,
     )
+    ax.grid(False)  # scanpy's figure style turns grids on; they cut through cells
     ax.set_title(title)
     ax.set_xlabel("latent")
     ax.set_ylabel("perturbation")
