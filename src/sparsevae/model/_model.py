@@ -20,6 +20,7 @@ from sparsevae.module._priors import PRIOR_CLASSES
 
 from ._fields import CONTROL_KEY, PerturbationField
 from ._guards import NonFiniteLossError
+from ._interpret import InterpretationMixin
 from ._matching import DataChecksMixin, check_known_perturbations, unknown_perturbation_error
 from ._training_plan import SparseVAETrainingPlan
 from ._transfer import transfer_perturbations
@@ -28,7 +29,9 @@ from ._validation import validate_setup
 logger = logging.getLogger(__name__)
 
 
-class SparseVAE(DataChecksMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class SparseVAE(
+    InterpretationMixin, DataChecksMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass
+):
     """Sparse mechanism shift VAE (sVAE+) and its baselines for Perturb-seq counts.
 
     Each cell's latent variables follow ``z | a ~ N(gamma_a * mu_a, I)``: perturbation ``a``

@@ -241,6 +241,26 @@ class SparseShiftVAE(BaseModuleClass):
         return folded
 
     @torch.inference_mode()
+    def latent_shift_effects(
+        self, x: torch.Tensor, batch_index: torch.Tensor | None, shift: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Effect of shifting each latent on the decoder's gene proportions, summed over cells.
+
+        Returns ``sum_c log rho(z_c + shift * e_i) - log rho(z_c)``, shape (n_latent, n_genes),
+        and ``sum_c rho(z_c)``, shape (n_genes,), where ``z_c`` is cell c's posterior mean,
+        ``rho`` the decoder's gene proportions and ``e_i`` the i-th unit vector. All latents
+        are shifted in one decoder pass over n_latent × n_cells inputs. Batch normalisation
+        follows the module's mode: call ``eval()`` first.
+        """
+        qz, _ = self.z_encoder(torch.log1p(x))
+        z = qz.loc
+        steps = shift * torch.eye(self.n_latent, device=z.device, dtype=z.dtype)
+        shifted = z.unsqueeze(0) + steps.unsqueeze(1)  # (n_latent, n_cells, n_latent)
+        base = self._log_px_scale(z, batch_index)
+        moved = self._log_px_scale(shifted, batch_index)
+        return (moved - base.unsqueeze(0)).sum(dim=1), base.exp().sum(dim=0)
+
+    @torch.inference_mode()
     def marginal_ll(
         self,
         tensors: dict[str, torch.Tensor],

@@ -1,7 +1,17 @@
-"""Plots that read what ``sparsevae.tl`` wrote; each takes ``show``, ``save`` and ``ax``."""
+"""Plots that read what ``sparsevae.tl`` (or a model getter) wrote; each takes ``show``, ``save``
+and ``ax``."""
 
 from ._clusters import perturbation_clusters
+from ._history import training_history
+from ._latent import latent_genes
 from ._mask import graph_comparison, mask_heatmap
 from ._nll import interventional_nll
 
-__all__ = ["graph_comparison", "interventional_nll", "mask_heatmap", "perturbation_clusters"]
+__all__ = [
+    "graph_comparison",
+    "interventional_nll",
+    "latent_genes",
+    "mask_heatmap",
+    "perturbation_clusters",
+    "training_history",
+]

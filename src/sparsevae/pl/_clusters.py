@@ -111,6 +111,7 @@ def perturbation_clusters(
         yticklabels=True,
         xticklabels=True,
     )
+    ax.grid(False)  # scanpy's figure style turns grids on; they cut through cells
     ax.set_xlabel("principal component")
     ax.set_ylabel("perturbation")
     ax.set_title("perturbation clusters")

@@ -14,7 +14,7 @@ from scipy.cluster.hierarchy import leaves_list, linkage
 from sparsevae._constants import RESULT_PI_KEY
 from sparsevae.metrics import match_latents
 
-from ._utils import finish, label_fontsize, new_axes
+from ._utils import finish, finish_many, label_fontsize, new_axes
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -38,6 +38,7 @@ def _draw(matrix: pd.DataFrame, ax: Axes, title: str, cbar_label: str) -> None:
         yticklabels=True,
         xticklabels=True,
     )
+    ax.grid(False)  # scanpy's figure style turns grids on; they cut through cells
     ax.set_title(title)
     ax.set_xlabel("latent")
     ax.set_ylabel("perturbation")
@@ -141,8 +142,4 @@ def graph_comparison(
     _draw(true_targets, axes[0], "true graph", "target")
     _draw(matched, axes[1], "learned pi (matched latents)", "P(target)")
     fig.tight_layout()
-    finish(axes[0], show=False, save=save)
-    if show or (show is None and save is None):
-        plt.show()
-        return None
-    return axes
+    return finish_many(axes, show, save)

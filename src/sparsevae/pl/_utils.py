@@ -32,6 +32,15 @@ def finish(ax: Axes, show: bool | None, save: str | Path | None) -> Axes | None:
     return ax
 
 
+def finish_many(axes: list[Axes], show: bool | None, save: str | Path | None) -> list[Axes] | None:
+    """:func:`finish` for a figure of several axes: save and show it once, or return ``axes``."""
+    finish(axes[0], show=False, save=save)
+    if show or (show is None and save is None):
+        plt.show()
+        return None
+    return axes
+
+
 def label_fontsize(n_labels: int) -> float:
     """Tick label size that stays readable from 10 to 200 labels."""
     return max(4.0, min(10.0, 400.0 / max(n_labels, 1)))
