@@ -18,6 +18,7 @@ from sparsevae._constants import PRIORS, REGISTRY_KEYS
 from sparsevae.module import SparseShiftVAE
 from sparsevae.module._priors import PRIOR_CLASSES
 
+from ._combinations import PerturbationSetField, validate_combinations
 from ._fields import CONTROL_KEY, PerturbationField
 from ._guards import NonFiniteLossError
 from ._matching import DataChecksMixin, check_known_perturbations, unknown_perturbation_error
@@ -135,6 +136,7 @@ class SparseVAE(DataChecksMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelC
         control: str | None = None,
         layer: str | None = None,
         batch_key: str | None = None,
+        combination_delimiter: str | None = None,
         **kwargs,
     ) -> None:
         """Register raw counts and perturbation labels of ``adata`` for SparseVAE.
@@ -151,6 +153,11 @@ class SparseVAE(DataChecksMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelC
             Layer with the counts; ``None`` uses ``adata.X``.
         batch_key
             Optional column of ``adata.obs`` with batches (given to the decoder).
+        combination_delimiter
+            ``None`` (default): each label is one perturbation. A string such as ``"+"``: a
+            label ``"A+B"`` is the set {A, B} of single perturbations. The model then learns
+            one shift and mask per single, a cell's prior mean is the sum of its singles'
+            shifts, getters list singles, and pairs of trained singles need no transfer.
 
         Raises
         ------
@@ -182,10 +189,19 @@ class SparseVAE(DataChecksMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelC
             batch_key,
             for_trained_model="source_registry" in kwargs,  # load replays a trained setup
         )
+        if combination_delimiter is None:
+            perturbation_field = PerturbationField(
+                REGISTRY_KEYS.PERTURBATION_KEY, perturbation_key, control
+            )
+        else:
+            validate_combinations(adata, perturbation_key, control, combination_delimiter)
+            perturbation_field = PerturbationSetField(
+                REGISTRY_KEYS.PERTURBATION_KEY, perturbation_key, control, combination_delimiter
+            )
         anndata_fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-            PerturbationField(REGISTRY_KEYS.PERTURBATION_KEY, perturbation_key, control),
+            perturbation_field,
         ]
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
@@ -204,6 +220,11 @@ class SparseVAE(DataChecksMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelC
     def control(self) -> str | None:
         """Label of the control cells, or ``None``."""
         return self._perturbation_registry.get(CONTROL_KEY)
+
+    @property
+    def combination_delimiter(self) -> str | None:
+        """Delimiter of combination labels (``"A+B"``), or ``None`` for one label per cell."""
+        return self.registry_["setup_args"].get("combination_delimiter")
 
     @property
     def _control_index(self) -> int | None:
