@@ -206,7 +206,7 @@ def test_treatment_effect_is_the_difference_of_predicted_means(trained_pairs):
 
 
 def test_combination_model_saves_and_loads(trained_pairs, tmp_path):
-    model, train, test = trained_pairs
+    model, train, _ = trained_pairs
     model.save(tmp_path / "model", save_anndata=False)
     loaded = sv.SparseVAE.load(tmp_path / "model", adata=train.copy())
     assert loaded.combination_delimiter == "+"
