@@ -213,3 +213,18 @@ def test_combination_model_saves_and_loads(trained_pairs, tmp_path):
     assert loaded.perturbation_names == model.perturbation_names
     shifts = model.get_combination_shift("P2+P3")
     assert np.allclose(loaded.get_combination_shift("P2+P3"), shifts)
+
+
+def test_transfer_teaches_a_new_single_that_then_combines(trained_pairs):
+    model, train, _ = trained_pairs
+    new = train[train.obs["perturbation"] == "P5"].copy()
+    new.obs["perturbation"] = "PX"
+    transferred = model.transfer(new)
+    assert transferred.perturbation_names == [*model.perturbation_names, "PX"]
+    pair = new.copy()
+    pair.obs["perturbation"] = "P0+PX"
+    assert np.isfinite(transferred.get_interventional_nll(pair, n_particles=3)).all()
+    only_in_pairs = pair.copy()
+    only_in_pairs.obs["perturbation"] = "P1+PY"
+    with pytest.raises(ValueError, match="PY"):
+        transferred.transfer(only_in_pairs)
