@@ -203,6 +203,10 @@ def test_treatment_effect_is_the_difference_of_predicted_means(trained_pairs):
     untreated = model.predict(control, perturbation="control").X.mean(axis=0)
     assert np.allclose(effect.to_numpy(), treated - untreated, atol=1e-7)
     assert np.allclose(model.get_treatment_effect(control, perturbation="control"), 0.0)
+    logged = model.get_treatment_effect(control, perturbation="P0", library_size=1e4, log1p=True)
+    treated = np.log1p(model.predict(control, perturbation="P0", library_size=1e4).X)
+    untreated = np.log1p(model.predict(control, perturbation="control", library_size=1e4).X)
+    assert np.allclose(logged.to_numpy(), treated.mean(0) - untreated.mean(0), atol=1e-5)
 
 
 def test_combination_model_saves_and_loads(trained_pairs, tmp_path):

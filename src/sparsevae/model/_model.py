@@ -602,15 +602,18 @@ class SparseVAE(DataChecksMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelC
         indices: np.ndarray | None = None,
         batch_size: int | None = None,
         library_size: float = 1.0,
+        log1p: bool = False,
     ) -> pd.Series:
         """Average treatment effect per gene: mean predicted expression under ``perturbation``
         minus that under ``reference`` (default: control), over the cells of ``adata``.
 
         Both predictions come from :meth:`predict` on the same cells, so the difference is
-        the effect of the perturbation alone. Returns a Series indexed by gene.
+        the effect of the perturbation alone. With ``log1p=True`` the means are of
+        ``log1p(expression)`` (e.g. with ``library_size=1e4``: log-normalised data, as in
+        scanpy). Returns a Series indexed by gene.
         """
         if perturbation is None:
             raise ValueError("get_treatment_effect needs perturbation=... (see predict).")
         return treatment_effect(
-            self, adata, perturbation, reference, indices, batch_size, library_size
+            self, adata, perturbation, reference, indices, batch_size, library_size, log1p
         )

@@ -98,6 +98,7 @@ def treatment_effect(
     indices: np.ndarray | None,
     batch_size: int | None,
     library_size: float,
+    log1p: bool = False,
 ) -> pd.Series:
     """See :meth:`sparsevae.SparseVAE.get_treatment_effect`."""
     if reference is None:
@@ -108,7 +109,8 @@ def treatment_effect(
             )
         reference = model.control
     kwargs = {"indices": indices, "batch_size": batch_size, "library_size": library_size}
-    treated = predict_expression(model, adata, perturbation, **kwargs).X.mean(axis=0)
-    untreated = predict_expression(model, adata, reference, **kwargs).X.mean(axis=0)
+    transform = np.log1p if log1p else np.asarray
+    treated = transform(predict_expression(model, adata, perturbation, **kwargs).X).mean(axis=0)
+    untreated = transform(predict_expression(model, adata, reference, **kwargs).X).mean(axis=0)
     genes = model._validate_anndata(adata).var_names
     return pd.Series(treated - untreated, index=genes, name=str(perturbation))
