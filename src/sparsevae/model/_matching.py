@@ -16,6 +16,7 @@ from anndata import AnnData
 
 from sparsevae._constants import REGISTRY_KEYS
 
+from ._combinations import split_label, unknown_singles_message
 from ._validation import did_you_mean, validate_counts
 
 if TYPE_CHECKING:
@@ -81,6 +82,17 @@ def check_known_perturbations(model: SparseVAE, adata: AnnData) -> None:
         REGISTRY_KEYS.PERTURBATION_KEY
     )["categorical_mapping"]
     unseen = [str(c) for c in mapping[model.module.prior.n_perturbations :]]
+    if unseen and model.combination_delimiter is not None:
+        key = model._perturbation_registry.original_key
+        labels = adata.obs[key].astype(str).to_numpy()
+        where = unknown_singles_message(labels, unseen, model.combination_delimiter, model.control)
+        raise ValueError(
+            f"The model has not learned the single perturbation(s) {unseen[:10]}, used in "
+            f"adata.obs[{key!r}] by {where}. Combinations are predicted zero-shot only when "
+            "every single was trained: learn the new singles first with "
+            "`model = model.transfer(adata_new)` (cells of each new single alone), or leave "
+            "those cells out."
+        )
     if unseen:
         raise unknown_perturbation_error(model, unseen)
 
@@ -106,6 +118,11 @@ def check_saved_model_fits(
     state = _field_state(registry, REGISTRY_KEYS.PERTURBATION_KEY)
     known = {str(c) for c in state["categorical_mapping"]}
     labels = adata.obs[key].dropna().astype(str).unique()
+    delimiter = registry["setup_args"].get("combination_delimiter")
+    if delimiter is not None:
+        control = state.get("control")
+        labels = {s for label in labels for s in split_label(label, delimiter, control)}
+        labels |= {control} if control is not None else set()
     unseen = sorted(set(labels) - known)
     if unseen:
         raise ValueError(

@@ -18,10 +18,12 @@ from sparsevae._constants import PRIORS, REGISTRY_KEYS
 from sparsevae.module import SparseShiftVAE
 from sparsevae.module._priors import PRIOR_CLASSES
 
+from ._combinations import PerturbationSetField, validate_combinations
 from ._fields import CONTROL_KEY, PerturbationField
 from ._guards import NonFiniteLossError
 from ._interpret import InterpretationMixin
 from ._matching import DataChecksMixin, check_known_perturbations, unknown_perturbation_error
+from ._predict import combination_shift, predict_expression, treatment_effect
 from ._training_plan import SparseVAETrainingPlan
 from ._transfer import transfer_perturbations
 from ._validation import validate_setup
@@ -138,6 +140,7 @@ class SparseVAE(
         control: str | None = None,
         layer: str | None = None,
         batch_key: str | None = None,
+        combination_delimiter: str | None = None,
         **kwargs,
     ) -> None:
         """Register raw counts and perturbation labels of ``adata`` for SparseVAE.
@@ -154,6 +157,11 @@ class SparseVAE(
             Layer with the counts; ``None`` uses ``adata.X``.
         batch_key
             Optional column of ``adata.obs`` with batches (given to the decoder).
+        combination_delimiter
+            ``None`` (default): each label is one perturbation. A string such as ``"+"``: a
+            label ``"A+B"`` is the set {A, B} of single perturbations. The model then learns
+            one shift and mask per single, a cell's prior mean is the sum of its singles'
+            shifts, getters list singles, and pairs of trained singles need no transfer.
 
         Raises
         ------
@@ -185,10 +193,19 @@ class SparseVAE(
             batch_key,
             for_trained_model="source_registry" in kwargs,  # load replays a trained setup
         )
+        if combination_delimiter is None:
+            perturbation_field = PerturbationField(
+                REGISTRY_KEYS.PERTURBATION_KEY, perturbation_key, control
+            )
+        else:
+            validate_combinations(adata, perturbation_key, control, combination_delimiter)
+            perturbation_field = PerturbationSetField(
+                REGISTRY_KEYS.PERTURBATION_KEY, perturbation_key, control, combination_delimiter
+            )
         anndata_fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-            PerturbationField(REGISTRY_KEYS.PERTURBATION_KEY, perturbation_key, control),
+            perturbation_field,
         ]
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
@@ -207,6 +224,11 @@ class SparseVAE(
     def control(self) -> str | None:
         """Label of the control cells, or ``None``."""
         return self._perturbation_registry.get(CONTROL_KEY)
+
+    @property
+    def combination_delimiter(self) -> str | None:
+        """Delimiter of combination labels (``"A+B"``), or ``None`` for one label per cell."""
+        return self.registry_["setup_args"].get("combination_delimiter")
 
     @property
     def _control_index(self) -> int | None:
@@ -507,3 +529,94 @@ class SparseVAE(
             for tensors in loader
         ]
         return -torch.cat(log_lik).numpy().astype(np.float64)
+
+    # ---- counterfactual prediction -------------------------------------------------------
+    def get_combination_shift(self, perturbation: str) -> pd.Series:
+        """Latent shift of a perturbation label: the sum of its singles' shifts.
+
+        ``perturbation`` is a single (``"A"``), a combination of known singles joined by the
+        setup's ``combination_delimiter`` (``"A+B"``), or the control label (zero shift).
+        Shifts are those of :meth:`get_perturbation_shifts`.
+
+        Raises
+        ------
+        ValueError
+            Naming every single of ``perturbation`` that the model has not learned.
+        """
+        self._check_if_trained(warn=True)
+        return combination_shift(self, perturbation)
+
+    def predict(
+        self,
+        adata: AnnData | None = None,
+        perturbation: str | None = None,
+        *,
+        indices: np.ndarray | None = None,
+        batch_size: int | None = None,
+        library_size: float = 1.0,
+    ) -> AnnData:
+        """Expected expression of the given cells had they received ``perturbation``.
+
+        For each cell, the encoder's posterior mean of z loses the shift of the cell's own
+        perturbation (set) and gains that of ``perturbation`` (:meth:`get_combination_shift`);
+        the decoder's mean gene proportions of that latent, times ``library_size``, are the
+        prediction. With ``perturbation`` equal to the cells' own, this is the model's
+        reconstruction of them (decoder mean at the posterior mean). Pairs of trained singles
+        are predicted zero-shot when the setup has a ``combination_delimiter``.
+
+        Parameters
+        ----------
+        adata
+            Cells to perturb in silico (default: the model's), typically control cells; their
+            own perturbations must be known to the model.
+        perturbation
+            Label to apply: a known single, a combination of known singles (``"A+B"``), or the
+            control label.
+        indices
+            Subset of cells of ``adata``.
+        batch_size
+            Cells per minibatch.
+        library_size
+            Scale of the output: 1 gives proportions (rows sum to 1), 1e4 counts per 10,000.
+
+        Returns
+        -------
+        AnnData cells × genes with the expected normalised expression in ``X``, the cells'
+        ``obs`` plus ``obs["predicted_perturbation"]``, and ``uns["predicted_perturbation"]``.
+
+        Examples
+        --------
+        >>> control = adata[adata.obs["perturbation"] == "control"].copy()
+        >>> predicted = model.predict(control, perturbation="A+B")
+        """
+        if perturbation is None:
+            raise ValueError(
+                "predict needs perturbation=... : a known single, a combination of known "
+                "singles, or the control label."
+            )
+        return predict_expression(self, adata, perturbation, indices, batch_size, library_size)
+
+    def get_treatment_effect(
+        self,
+        adata: AnnData | None = None,
+        perturbation: str | None = None,
+        *,
+        reference: str | None = None,
+        indices: np.ndarray | None = None,
+        batch_size: int | None = None,
+        library_size: float = 1.0,
+        log1p: bool = False,
+    ) -> pd.Series:
+        """Average treatment effect per gene: mean predicted expression under ``perturbation``
+        minus that under ``reference`` (default: control), over the cells of ``adata``.
+
+        Both predictions come from :meth:`predict` on the same cells, so the difference is
+        the effect of the perturbation alone. With ``log1p=True`` the means are of
+        ``log1p(expression)`` (e.g. with ``library_size=1e4``: log-normalised data, as in
+        scanpy). Returns a Series indexed by gene.
+        """
+        if perturbation is None:
+            raise ValueError("get_treatment_effect needs perturbation=... (see predict).")
+        return treatment_effect(
+            self, adata, perturbation, reference, indices, batch_size, library_size, log1p
+        )

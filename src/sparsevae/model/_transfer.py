@@ -31,6 +31,13 @@ def _latent_means_by_perturbation(
     z = model.get_latent_representation(adata, batch_size=batch_size)
     labels = adata.obs[model._perturbation_registry.original_key].astype(str).to_numpy()
     means = pd.DataFrame(z).groupby(labels).mean()
+    alone = [name for name in names if name not in means.index]
+    if alone:
+        raise ValueError(
+            f"transfer learns a new perturbation's shift from its cells alone, but adata has no "
+            f"cells labelled only {alone[:10]} (they occur only in combinations). Add cells of "
+            "each new single perturbation on its own."
+        )
     return means.loc[names].to_numpy(dtype=np.float32)
 
 

@@ -27,6 +27,13 @@ def _bounded_exp(x: torch.Tensor) -> torch.Tensor:
     return torch.exp(x.clamp(max=_MAX_LOG_VARIANCE))
 
 
+def _perturbation_codes(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Each cell's perturbation codes, shape (n, k): k = 1 for one label per cell, else the
+    width of the padded sets of singles (combinations)."""
+    codes = tensors[REGISTRY_KEYS.PERTURBATION_KEY]
+    return codes.reshape(codes.shape[0], -1).long()
+
+
 class SparseShiftVAE(BaseModuleClass):
     """Encoder q(z | x), negative binomial decoder p(x | z) and a perturbation prior p(z | a).
 
@@ -155,7 +162,7 @@ class SparseShiftVAE(BaseModuleClass):
         cat = () if self.n_batch <= 1 or batch_index is None else (batch_index,)
         px_scale, _, px_rate, _ = self.decoder("gene", z, library, *cat)
         px = NegativeBinomial(mu=px_rate, theta=torch.exp(self.log_theta()), scale=px_scale)
-        pz = self.prior.distribution(perturbation.reshape(-1).long())
+        pz = self.prior.distribution(perturbation.reshape(perturbation.shape[0], -1).long())
         return {MODULE_KEYS.PX_KEY: px, MODULE_KEYS.PZ_KEY: pz}
 
     def loss(
@@ -175,7 +182,7 @@ class SparseShiftVAE(BaseModuleClass):
         px = generative_outputs[MODULE_KEYS.PX_KEY]
         qz: Normal = inference_outputs[MODULE_KEYS.QZ_KEY]
         reconstruction = -px.log_prob(x).sum(-1)
-        kl_z = self.prior.kl(qz, tensors[REGISTRY_KEYS.PERTURBATION_KEY].reshape(-1).long())
+        kl_z = self.prior.kl(qz, _perturbation_codes(tensors))
         penalty = self.prior.penalty()
         loss = torch.mean(
             reconstruction + kl_weight * self.beta * kl_z
@@ -283,7 +290,7 @@ class SparseShiftVAE(BaseModuleClass):
         Signature as scvi-tools' ``VAE.marginal_ll``, so ``model.get_marginal_ll`` uses it.
         """
         x = tensors[REGISTRY_KEYS.X_KEY]
-        perturbation = tensors[REGISTRY_KEYS.PERTURBATION_KEY].reshape(-1).long()
+        perturbation = _perturbation_codes(tensors)
         batch_index = tensors.get(REGISTRY_KEYS.BATCH_KEY)
         qz, _ = self.z_encoder(torch.log1p(x))
         pz = self.prior.distribution(perturbation)

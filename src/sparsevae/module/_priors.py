@@ -13,6 +13,10 @@ Every method of the package is the same VAE with a different prior object (scvi-
 =====================  =========  ==========================================================
 
 Control cells (``control_index``) always get a zero shift.
+
+A cell's perturbation is a row of category codes, shape (n,) for one label per cell or (n, k)
+for sets of singles (combinations, padded with -1). The shift of a set is the sum of its
+singles' shifts: ``sum_t gamma_t * mu_t``.
 """
 
 from __future__ import annotations
@@ -65,8 +69,18 @@ class PerturbationPrior(nn.Module):
         self.register_buffer("is_perturbed", is_perturbed)
 
     # ---- per-cell quantities --------------------------------------------------------------
+    def _codes(self, perturbation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes (n, k) with padding replaced by 0, and weights (n, k): 1 for perturbed slots.
+
+        ``perturbation`` holds category codes, shape (n,) or (n, k) padded with negative codes.
+        """
+        codes = perturbation.reshape(perturbation.shape[0], -1).long()
+        valid = codes >= 0
+        codes = codes.clamp(min=0)
+        return codes, self.is_perturbed[codes] * valid.to(self.is_perturbed.dtype)
+
     def cell_mean(self, perturbation: torch.Tensor) -> torch.Tensor:
-        """Prior mean of z for each cell; ``perturbation`` holds category codes, shape (n,)."""
+        """Prior mean of z for each cell; ``perturbation``: codes, shape (n,) or (n, k)."""
         return torch.zeros(
             perturbation.shape[0], self.n_latent, device=perturbation.device, dtype=torch.float32
         )
@@ -104,12 +118,13 @@ class DensePrior(PerturbationPrior):
         super().__init__(n_perturbations, n_latent, control_index)
         self.mu = nn.Parameter(torch.randn(n_perturbations, n_latent))
 
-    def _gate(self, perturbation: torch.Tensor) -> torch.Tensor:
-        """Per-cell factor multiplying mu (here: 1, and 0 for control)."""
-        return self.is_perturbed[perturbation].unsqueeze(-1)
+    def _gate(self, codes: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Factor multiplying mu per cell and slot, shape (n, k, n_latent): here the weight."""
+        return weight.unsqueeze(-1)
 
     def cell_mean(self, perturbation: torch.Tensor) -> torch.Tensor:
-        return self.mu[perturbation] * self._gate(perturbation)
+        codes, weight = self._codes(perturbation)
+        return (self.mu[codes] * self._gate(codes, weight)).sum(dim=1)
 
     def shifts(self) -> torch.Tensor:
         return self.mu * self.is_perturbed.unsqueeze(-1)
@@ -168,22 +183,31 @@ class MaskedPrior(DensePrior):
     def _clamped_logits(self) -> torch.Tensor:
         return self.logits.clamp(-_MAX_LOGIT, _MAX_LOGIT)
 
-    def _gate(self, perturbation: torch.Tensor) -> torch.Tensor:
-        logits = self._clamped_logits()[perturbation]
+    def _gate(self, codes: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        logits = self._clamped_logits()[codes]
         if self.training and not self.masks_frozen:
             gamma = gumbel_sigmoid(logits, temperature=self.temperature, hard=True)
         else:
             gamma = (logits > 0).to(logits.dtype)
-        return gamma * self.is_perturbed[perturbation].unsqueeze(-1)
+        return gamma * weight.unsqueeze(-1)
 
     def kl(self, qz: Normal, perturbation: torch.Tensor) -> torch.Tensor:
         if not (self.training and not self.masks_frozen and self.estimator == "exact"):
             return super().kl(qz, perturbation)
-        # KL_i(gamma) = (var + (m - gamma * mu)^2 - 1 - log var) / 2 for q = N(m, var)
-        pi = torch.sigmoid(self._clamped_logits()[perturbation])
-        mu = self.mu[perturbation] * self.is_perturbed[perturbation].unsqueeze(-1)
+        # KL_i(gamma) = (var + (m - s)^2 - 1 - log var) / 2 for q = N(m, var), s = sum_t g_t mu_t.
+        # With independent g_t ~ Bern(pi_t), E[(m - s)^2] = (m - E s)^2 + Var s, where
+        # E s = sum_t pi_t mu_t and Var s = sum_t pi_t (1 - pi_t) mu_t^2 (per latent).
+        codes, weight = self._codes(perturbation)
+        pi = torch.sigmoid(self._clamped_logits()[codes])
+        mu = self.mu[codes] * weight.unsqueeze(-1)
         m, var = qz.loc, qz.scale.pow(2)
-        expected_sq = pi * (m - mu).pow(2) + (1.0 - pi) * m.pow(2)
+        if codes.shape[1] == 1:  # one label per cell: the same value, in the historical form
+            pi, mu = pi[:, 0], mu[:, 0]
+            expected_sq = pi * (m - mu).pow(2) + (1.0 - pi) * m.pow(2)
+        else:
+            mean_shift = (pi * mu).sum(dim=1)
+            var_shift = (pi * (1.0 - pi) * mu.pow(2)).sum(dim=1)
+            expected_sq = (m - mean_shift).pow(2) + var_shift
         return 0.5 * (var + expected_sq - 1.0 - torch.log(var)).sum(dim=-1)
 
     def shifts(self) -> torch.Tensor:

@@ -1,0 +1,234 @@
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+import torch
+from torch.distributions import Normal, kl_divergence
+
+import sparsevae as sv
+from sparsevae.module import SpikeSlabPrior
+
+from .conftest import QUIET, small_simulation
+
+
+def _with_pairs(adata):
+    """Relabel half of P4's cells 'P0+P1' and half of P5's 'P2+P3' (shapes only, not biology)."""
+    labels = adata.obs["perturbation"].astype(str).to_numpy().copy()
+    for single, pair in (("P4", "P0+P1"), ("P5", "P2+P3")):
+        rows = np.flatnonzero(labels == single)
+        labels[rows[: len(rows) // 2]] = pair
+    adata.obs["perturbation"] = pd.Categorical(labels)
+    return adata
+
+
+# ---- the prior --------------------------------------------------------------------------------
+def test_exact_kl_of_a_combination_matches_enumeration_over_masks():
+    torch.manual_seed(0)
+    n_latent = 3
+    prior = SpikeSlabPrior(5, n_latent, control_index=0)
+    with torch.no_grad():
+        prior.logits.copy_(torch.randn(5, n_latent))
+        prior.mu.copy_(2 * torch.randn(5, n_latent))
+    codes = torch.tensor([[1, 2, 3], [4, 1, -1], [0, -1, -1], [2, 0, 3]])  # 0 = control
+    qz = Normal(torch.randn(4, n_latent), torch.rand(4, n_latent) + 0.5)
+    prior.train()
+    exact = prior.kl(qz, codes)
+
+    pi = torch.sigmoid(prior.logits).detach()
+    brute = torch.zeros(4)
+    for cell in range(4):
+        singles = [int(c) for c in codes[cell] if c > 0]  # control and padding: no shift
+        n_slots = len(singles) * n_latent
+        for bits in itertools.product([0.0, 1.0], repeat=n_slots):
+            gamma = torch.tensor(bits).reshape(len(singles), n_latent) if singles else None
+            shift, weight = torch.zeros(n_latent), torch.ones(())
+            for slot, single in enumerate(singles):
+                g = gamma[slot]
+                shift = shift + g * prior.mu[single].detach()
+                weight = weight * torch.prod(pi[single] ** g * (1 - pi[single]) ** (1 - g))
+            q = Normal(qz.loc[cell], qz.scale[cell])
+            brute[cell] += weight * kl_divergence(q, Normal(shift, 1.0)).sum()
+    assert torch.allclose(exact.detach(), brute, atol=1e-4)
+
+
+def test_one_label_per_cell_and_padded_sets_give_the_same_prior():
+    torch.manual_seed(1)
+    prior = SpikeSlabPrior(4, 3, control_index=0)
+    with torch.no_grad():
+        prior.logits.copy_(torch.randn(4, 3))
+    single = torch.tensor([0, 1, 2, 3])
+    padded = torch.tensor([[0, -1], [1, -1], [-1, 2], [3, -1]])
+    qz = Normal(torch.randn(4, 3), torch.ones(4, 3))
+    prior.train()
+    assert torch.allclose(prior.kl(qz, single), prior.kl(qz, padded), atol=1e-5)
+    prior.eval()
+    assert torch.equal(prior.cell_mean(single), prior.cell_mean(padded))
+    pair = prior.cell_mean(torch.tensor([[1, 2]]))[0]
+    assert torch.allclose(pair, prior.shifts()[1] + prior.shifts()[2])
+
+
+# ---- registration -----------------------------------------------------------------------------
+def test_setup_registers_singles_and_sets():
+    adata = _with_pairs(small_simulation())
+    sv.SparseVAE.setup_anndata(
+        adata, perturbation_key="perturbation", control="control", combination_delimiter="+"
+    )
+    model = sv.SparseVAE(adata, n_latent=3, n_hidden=8)
+    assert model.perturbation_names == ["P0", "P1", "P2", "P3", "P4", "P5"]
+    assert model.module.prior.n_perturbations == 7
+    codes = adata.obsm["_sparsevae_perturbation_set"]
+    assert codes.shape == (adata.n_obs, 2)
+    names = np.asarray(model._categories)
+    pair = np.flatnonzero(adata.obs["perturbation"] == "P0+P1")[0]
+    control = np.flatnonzero(adata.obs["perturbation"] == "control")[0]
+    assert list(names[codes[pair].astype(int)]) == ["P0", "P1"]
+    assert list(codes[control]) == [-1, -1]  # control is the empty set
+    assert model.get_mask_probabilities().shape == (6, 3)
+
+
+@pytest.mark.parametrize(
+    ("label", "message"), [("P0+", "empty part"), ("control+P1", "control label")]
+)
+def test_setup_rejects_malformed_combinations(label, message):
+    adata = small_simulation()
+    labels = adata.obs["perturbation"].astype(str).to_numpy().copy()
+    labels[:3] = label
+    adata.obs["perturbation"] = labels
+    with pytest.raises(ValueError, match=message):
+        sv.SparseVAE.setup_anndata(
+            adata, perturbation_key="perturbation", control="control", combination_delimiter="+"
+        )
+
+
+def test_without_delimiter_a_pair_is_its_own_label():
+    adata = _with_pairs(small_simulation())
+    sv.SparseVAE.setup_anndata(adata, perturbation_key="perturbation", control="control")
+    model = sv.SparseVAE(adata, n_latent=3, n_hidden=8)
+    assert "P0+P1" in model.perturbation_names
+    assert "_sparsevae_perturbation_set" not in adata.obsm
+
+
+# ---- a trained model ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained_pairs():
+    """sVAE+ on singles P0..P5 and the pair P0+P1; P2+P3 is held out."""
+    adata = _with_pairs(small_simulation())
+    held_out = (adata.obs["perturbation"] == "P2+P3").to_numpy()
+    train, test = adata[~held_out].copy(), adata[held_out].copy()
+    scvi.settings.seed = 0
+    sv.SparseVAE.setup_anndata(
+        train, perturbation_key="perturbation", control="control", combination_delimiter="+"
+    )
+    model = sv.SparseVAE(train, n_latent=3, n_hidden=16)
+    model.train(max_epochs=3, **QUIET)
+    return model, train, test
+
+
+def test_zero_shot_pair_has_an_interventional_nll(trained_pairs):
+    model, _, test = trained_pairs
+    nll = model.get_interventional_nll(test, n_particles=5)
+    assert nll.shape == (test.n_obs,)
+    assert np.isfinite(nll).all()
+
+
+def test_pair_with_an_unknown_single_names_it(trained_pairs):
+    model, _, test = trained_pairs
+    test = test.copy()
+    test.obs["perturbation"] = "P2+PX"
+    with pytest.raises(ValueError, match=r"'PX'.*'P2\+PX'"):
+        model.get_interventional_nll(test, n_particles=2)
+    with pytest.raises(ValueError, match="PX"):
+        model.predict(perturbation="P0+PX")
+
+
+def test_shift_of_a_pair_is_the_sum_of_its_singles(trained_pairs):
+    model, _, _ = trained_pairs
+    shifts = model.get_perturbation_shifts()
+    pair = model.get_combination_shift("P2+P3")
+    assert np.allclose(pair.to_numpy(), (shifts.loc["P2"] + shifts.loc["P3"]).to_numpy())
+    assert np.allclose(model.get_combination_shift("control").to_numpy(), 0.0)
+
+
+def _decode(model, adata, shift):
+    """Decoder mean at the encoder's posterior mean plus ``shift`` (the reference computation)."""
+    module = model.module.eval()
+    counts = adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X
+    x = torch.as_tensor(np.asarray(counts, dtype=np.float32))
+    with torch.no_grad():
+        qz, _ = module.z_encoder(torch.log1p(x))
+        z = qz.loc + torch.as_tensor(shift, dtype=torch.float32)
+        return module.decoder("gene", z, torch.zeros(x.shape[0], 1))[0].numpy()
+
+
+def test_predict_shapes_and_control_to_control(trained_pairs):
+    model, train, _ = trained_pairs
+    control = train[train.obs["perturbation"] == "control"].copy()
+    predicted = model.predict(control, perturbation="control", library_size=1e4)
+    assert predicted.shape == control.shape
+    assert list(predicted.var_names) == list(control.var_names)
+    assert (predicted.obs["predicted_perturbation"] == "control").all()
+    assert np.allclose(predicted.X.sum(axis=1), 1e4, rtol=1e-4)
+    # control -> control is the model's own reconstruction of the control cells
+    reconstruction = _decode(model, control, np.zeros(3)) * 1e4
+    assert np.allclose(predicted.X, reconstruction, rtol=1e-4, atol=1e-3)
+
+
+def test_predict_a_zero_shot_pair_adds_the_singles_shifts(trained_pairs):
+    model, train, _ = trained_pairs
+    control = train[train.obs["perturbation"] == "control"].copy()
+    shifts = model.get_perturbation_shifts()
+    predicted = model.predict(control, perturbation="P2+P3")
+    expected = _decode(model, control, (shifts.loc["P2"] + shifts.loc["P3"]).to_numpy())
+    assert np.allclose(predicted.X, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_predict_removes_the_cells_own_shift(trained_pairs):
+    model, train, _ = trained_pairs
+    cells = train[train.obs["perturbation"] == "P0+P1"].copy()
+    as_control = model.predict(cells, perturbation="control").X
+    shift = model.get_combination_shift("P0+P1").to_numpy()
+    assert np.allclose(as_control, _decode(model, cells, -shift), rtol=1e-4, atol=1e-7)
+
+
+def test_treatment_effect_is_the_difference_of_predicted_means(trained_pairs):
+    model, train, _ = trained_pairs
+    control = train[train.obs["perturbation"] == "control"].copy()
+    effect = model.get_treatment_effect(control, perturbation="P0")
+    assert list(effect.index) == list(control.var_names)
+    treated = model.predict(control, perturbation="P0").X.mean(axis=0)
+    untreated = model.predict(control, perturbation="control").X.mean(axis=0)
+    assert np.allclose(effect.to_numpy(), treated - untreated, atol=1e-7)
+    assert np.allclose(model.get_treatment_effect(control, perturbation="control"), 0.0)
+    logged = model.get_treatment_effect(control, perturbation="P0", library_size=1e4, log1p=True)
+    treated = np.log1p(model.predict(control, perturbation="P0", library_size=1e4).X)
+    untreated = np.log1p(model.predict(control, perturbation="control", library_size=1e4).X)
+    assert np.allclose(logged.to_numpy(), treated.mean(0) - untreated.mean(0), atol=1e-5)
+
+
+def test_combination_model_saves_and_loads(trained_pairs, tmp_path):
+    model, train, _ = trained_pairs
+    model.save(tmp_path / "model", save_anndata=False)
+    loaded = sv.SparseVAE.load(tmp_path / "model", adata=train.copy())
+    assert loaded.combination_delimiter == "+"
+    assert loaded.perturbation_names == model.perturbation_names
+    shifts = model.get_combination_shift("P2+P3")
+    assert np.allclose(loaded.get_combination_shift("P2+P3"), shifts)
+
+
+def test_transfer_teaches_a_new_single_that_then_combines(trained_pairs):
+    model, train, _ = trained_pairs
+    new = train[train.obs["perturbation"] == "P5"].copy()
+    new.obs["perturbation"] = "PX"
+    transferred = model.transfer(new)
+    assert transferred.perturbation_names == [*model.perturbation_names, "PX"]
+    pair = new.copy()
+    pair.obs["perturbation"] = "P0+PX"
+    assert np.isfinite(transferred.get_interventional_nll(pair, n_particles=3)).all()
+    only_in_pairs = pair.copy()
+    only_in_pairs.obs["perturbation"] = "P1+PY"
+    with pytest.raises(ValueError, match="PY"):
+        transferred.transfer(only_in_pairs)
