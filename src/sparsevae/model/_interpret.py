@@ -13,7 +13,7 @@ from anndata import AnnData
 
 from sparsevae._constants import REGISTRY_KEYS
 
-from ._transfer import check_same_genes
+from ._matching import check_same_genes, model_genes
 
 #: Columns of :meth:`InterpretationMixin.get_latent_gene_loadings`.
 LOADING_COLUMNS = ["latent", "gene", "log2_fold_change", "expression_per_10k"]
@@ -89,7 +89,7 @@ class InterpretationMixin:
         if not (isinstance(shift, int | float) and math.isfinite(shift) and shift != 0):
             raise ValueError(f"shift must be a finite non-zero number, got {shift!r}.")
         adata = self._validate_anndata(adata)
-        check_same_genes(self, adata)
+        check_same_genes(model_genes(self), adata)
         self.module.eval()
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         effects, proportions, n_cells = 0.0, 0.0, 0
