@@ -182,7 +182,8 @@ class SparseShiftVAE(BaseModuleClass):
         px = generative_outputs[MODULE_KEYS.PX_KEY]
         qz: Normal = inference_outputs[MODULE_KEYS.QZ_KEY]
         reconstruction = -px.log_prob(x).sum(-1)
-        kl_z = self.prior.kl(qz, _perturbation_codes(tensors))
+        pz = generative_outputs[MODULE_KEYS.PZ_KEY]  # a sampled mask is drawn once per step
+        kl_z = self.prior.kl(qz, _perturbation_codes(tensors), pz)
         penalty = self.prior.penalty()
         loss = torch.mean(
             reconstruction + kl_weight * self.beta * kl_z

@@ -90,9 +90,15 @@ class PerturbationPrior(nn.Module):
         mean = self.cell_mean(perturbation)
         return Normal(mean, torch.ones_like(mean))
 
-    def kl(self, qz: Normal, perturbation: torch.Tensor) -> torch.Tensor:
-        """KL(q(z | x) || p(z | a)) summed over latents, one value per cell."""
-        return kl_divergence(qz, self.distribution(perturbation)).sum(dim=-1)
+    def kl(self, qz: Normal, perturbation: torch.Tensor, pz: Normal | None = None) -> torch.Tensor:
+        """KL(q(z | x) || p(z | a)) summed over latents, one value per cell.
+
+        ``pz``: the prior already drawn by the module's generative pass (so a sampled mask is
+        drawn once per step); computed from ``perturbation`` when not given.
+        """
+        if pz is None:
+            pz = self.distribution(perturbation)
+        return kl_divergence(qz, pz).sum(dim=-1)
 
     # ---- global quantities ----------------------------------------------------------------
     def penalty(self) -> torch.Tensor:
@@ -191,9 +197,9 @@ class MaskedPrior(DensePrior):
             gamma = (logits > 0).to(logits.dtype)
         return gamma * weight.unsqueeze(-1)
 
-    def kl(self, qz: Normal, perturbation: torch.Tensor) -> torch.Tensor:
+    def kl(self, qz: Normal, perturbation: torch.Tensor, pz: Normal | None = None) -> torch.Tensor:
         if not (self.training and not self.masks_frozen and self.estimator == "exact"):
-            return super().kl(qz, perturbation)
+            return super().kl(qz, perturbation, pz)
         # KL_i(gamma) = (var + (m - s)^2 - 1 - log var) / 2 for q = N(m, var), s = sum_t g_t mu_t.
         # With independent g_t ~ Bern(pi_t), E[(m - s)^2] = (m - E s)^2 + Var s, where
         # E s = sum_t pi_t mu_t and Var s = sum_t pi_t (1 - pi_t) mu_t^2 (per latent).
