@@ -31,17 +31,70 @@ def _random_decoder(
     ]
 
 
-def _decode(z: np.ndarray, weights: list[np.ndarray], negative_slope: float) -> np.ndarray:
-    """Gene probabilities: MLP logits standardised, then softmax over genes."""
+# Counts are drawn this many values (cells × genes) at a time, so that a screen of 10^6 cells ×
+# 2,000 genes is simulated straight into a sparse matrix without a dense copy.
+_CHUNK_VALUES = 2**23
+
+
+def _logits(z: np.ndarray, weights: list[np.ndarray], negative_slope: float) -> np.ndarray:
+    """The random decoder's gene logits (before standardisation)."""
     h = z
     for w in weights[:-1]:
         h = h @ w
         h = np.where(h > 0, h, negative_slope * h)
-    logits = h @ weights[-1]
-    logits = logits / logits.std()
-    logits -= logits.max(axis=1, keepdims=True)
+    return h @ weights[-1]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(logits)
     return probs / probs.sum(axis=1, keepdims=True)
+
+
+def _logit_sd(z: np.ndarray, weights: list[np.ndarray], negative_slope: float, rows: int) -> float:
+    """Standard deviation of all logits, computed ``rows`` cells at a time (float64 sums)."""
+    total = total_sq = 0.0
+    for start in range(0, z.shape[0], rows):
+        logits = _logits(z[start : start + rows], weights, negative_slope)
+        total += logits.sum()
+        total_sq += np.square(logits).sum()
+    n = z.shape[0] * weights[-1].shape[1]
+    return float(np.sqrt(max(total_sq / n - (total / n) ** 2, 0.0)))
+
+
+def _sample_counts(
+    rng: np.random.Generator,
+    z: np.ndarray,
+    weights: list[np.ndarray],
+    negative_slope: float,
+    library: np.ndarray,
+) -> sparse.csr_matrix:
+    """Poisson counts of every cell as CSR: logits standardised over all cells, softmax over genes.
+
+    Cells are processed in chunks of about ``_CHUNK_VALUES`` values; data that fit in one chunk
+    are simulated in a single pass (the exact numbers earlier releases produced).
+    """
+    n_cells, n_genes = z.shape[0], weights[-1].shape[1]
+    rows = max(1, _CHUNK_VALUES // n_genes)
+    if n_cells <= rows:
+        logits = _logits(z, weights, negative_slope)
+        scale = logits.std()
+    else:
+        logits, scale = None, _logit_sd(z, weights, negative_slope, rows)
+    blocks = []
+    for start in range(0, n_cells, rows):
+        block = (
+            logits
+            if logits is not None
+            else _logits(z[start : start + rows], weights, negative_slope)
+        )
+        probs = _softmax(block / scale)
+        counts = rng.poisson(library[start : start + rows] * probs).astype(np.float32)
+        # A cell needs at least one count (its log library size is used by the model).
+        empty = counts.sum(axis=1) == 0
+        counts[empty, rng.integers(n_genes, size=int(empty.sum()))] = 1.0
+        blocks.append(sparse.csr_matrix(counts))
+    return blocks[0] if len(blocks) == 1 else sparse.vstack(blocks, format="csr")
 
 
 def simulate_sparse_shift(
@@ -140,12 +193,8 @@ def simulate_sparse_shift(
     z = means + rng.normal(size=means.shape)
 
     weights = _random_decoder(rng, n_latent, n_genes, decoder_width, negative_slope)
-    probs = _decode(z, weights, negative_slope)
     library = library_size * np.exp(library_log_sd * rng.normal(size=(z.shape[0], 1)))
-    counts = rng.poisson(library * probs).astype(np.float32)
-    # A cell needs at least one count (its log library size is used by the model).
-    empty = counts.sum(axis=1) == 0
-    counts[empty, rng.integers(n_genes, size=int(empty.sum()))] = 1.0
+    counts = _sample_counts(rng, z, weights, negative_slope, library)
 
     categories = ([CONTROL_LABEL] if n_control_cells > 0 else []) + names
     obs = pd.DataFrame(
@@ -154,7 +203,7 @@ def simulate_sparse_shift(
     )
     var = pd.DataFrame(index=[f"gene_{g}" for g in range(n_genes)])
     latent_names = [f"latent_{i}" for i in range(n_latent)]
-    adata = AnnData(X=sparse.csr_matrix(counts), obs=obs, var=var)
+    adata = AnnData(X=counts, obs=obs, var=var)
     adata.obsm["z_true"] = z.astype(np.float32)
     adata.uns["true_targets"] = pd.DataFrame(
         targets.astype(np.int64), index=names, columns=latent_names
