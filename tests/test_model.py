@@ -43,6 +43,27 @@ def test_training_loss_is_finite(trained):
     assert len(validation) == 3 and np.isfinite(validation).all()
 
 
+def test_training_loss_is_the_negative_binomial_likelihood_of_scvis_decoder(adata):
+    """The training loss (log means from the decoder's logits, per-gene terms hoisted) equals
+    torch's negative binomial of scvi-tools' DecoderSCVI output, in training mode."""
+    sv.SparseVAE.setup_anndata(adata, perturbation_key="perturbation", control="control")
+    model = sv.SparseVAE(adata, n_latent=4, n_hidden=16)
+    module = model.module.double()  # float64: the check is of the algebra
+    module.train()
+    tensors = next(iter(model._make_data_loader(adata=adata, batch_size=64)))
+    tensors = {k: v.double() if v.is_floating_point() else v for k, v in tensors.items()}
+    inference, _, loss = module(tensors)
+    with torch.no_grad():
+        _, _, px_rate, _ = module.decoder("gene", inference["z"], inference["library"])
+        theta = torch.exp(module.log_theta())
+        nb = torch.distributions.NegativeBinomial(
+            total_count=theta, logits=torch.log(px_rate) - torch.log(theta)
+        )
+        expected = -nb.log_prob(tensors["X"]).sum(-1)
+    (reconstruction,) = loss.reconstruction_loss.values()
+    np.testing.assert_allclose(reconstruction.detach(), expected, rtol=1e-9)
+
+
 def test_save_load_gives_identical_outputs(trained, tmp_path):
     model, data = trained
     model.save(tmp_path / "model")

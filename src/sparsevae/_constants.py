@@ -21,6 +21,7 @@ class _ModuleKeys(NamedTuple):
     QZ_KEY: str = "qz"
     PZ_KEY: str = "pz"
     PX_KEY: str = "px"
+    LOG_RATE_KEY: str = "log_px_rate"
     LIBRARY_KEY: str = "library"
     BATCH_INDEX_KEY: str = "batch_index"
     PERTURBATION_KEY: str = "perturbation"

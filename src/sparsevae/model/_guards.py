@@ -46,10 +46,20 @@ def loss_terms(loss_output: LossOutput) -> dict[str, torch.Tensor]:
 
 
 def all_finite(loss_output: LossOutput, module: nn.Module) -> bool:
-    """Whether the loss and every gradient are finite (one device synchronisation)."""
-    checks = [torch.isfinite(loss_output.loss).all()]
-    checks += [torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None]
-    return bool(torch.stack(checks).all())
+    """Whether the loss and every gradient are finite (one device synchronisation).
+
+    The fast test is that the loss plus the gradients' total norm (computed with one
+    ``foreach`` kernel per device) is finite: NaN and infinity propagate through both. Only if
+    it fails is every gradient checked on its own, so that finite gradients whose norm merely
+    overflows float32 are not mistaken for non-finite ones.
+    """
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    total = loss_output.loss.detach()
+    if grads:
+        total = total + torch.nn.utils.get_total_norm(grads).to(total.device)
+    if bool(torch.isfinite(total)):
+        return True
+    return bool(torch.isfinite(loss_output.loss).all()) and not nonfinite_gradients(module)
 
 
 def nonfinite_term(terms: dict[str, torch.Tensor]) -> str | None:
@@ -78,17 +88,21 @@ def format_terms(terms: dict[str, torch.Tensor], sums: str = "minibatch") -> str
 class LastGoodParameters:
     """A copy of a module's state (parameters and buffers), refreshed in place.
 
-    The copy lives on the module's device and is written with ``copy_``, so keeping it costs
-    one extra copy of the model in memory and one device-side copy per step.
+    The copy lives on the module's device and is written in place, so keeping it costs one
+    extra copy of the model in memory and one device-side copy per step. The module's tensors
+    are listed once: training updates parameters and buffers in place, so the list stays
+    valid (and walking ``state_dict()`` every step cost more than the copy).
     """
 
     def __init__(self, module: nn.Module):
         self._state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        live = module.state_dict(keep_vars=True)
+        self._sources = [live[k].detach() for k in self._state]
+        self._copies = list(self._state.values())
 
     @torch.no_grad()
     def save(self, module: nn.Module) -> None:
-        for key, value in module.state_dict().items():
-            self._state[key].copy_(value)
+        torch._foreach_copy_(self._copies, self._sources)
 
     @torch.no_grad()
     def restore(self, module: nn.Module) -> None:

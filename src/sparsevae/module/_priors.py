@@ -90,6 +90,11 @@ class PerturbationPrior(nn.Module):
         mean = self.cell_mean(perturbation)
         return Normal(mean, torch.ones_like(mean))
 
+    @property
+    def kl_is_closed_form(self) -> bool:
+        """Whether :meth:`kl` computes its value from the codes alone, without a drawn ``pz``."""
+        return False
+
     def kl(self, qz: Normal, perturbation: torch.Tensor, pz: Normal | None = None) -> torch.Tensor:
         """KL(q(z | x) || p(z | a)) summed over latents, one value per cell.
 
@@ -197,8 +202,13 @@ class MaskedPrior(DensePrior):
             gamma = (logits > 0).to(logits.dtype)
         return gamma * weight.unsqueeze(-1)
 
+    @property
+    def kl_is_closed_form(self) -> bool:
+        """True while training with sampled masks under ``estimator="exact"``."""
+        return self.training and not self.masks_frozen and self.estimator == "exact"
+
     def kl(self, qz: Normal, perturbation: torch.Tensor, pz: Normal | None = None) -> torch.Tensor:
-        if not (self.training and not self.masks_frozen and self.estimator == "exact"):
+        if not self.kl_is_closed_form:
             return super().kl(qz, perturbation, pz)
         # KL_i(gamma) = (var + (m - s)^2 - 1 - log var) / 2 for q = N(m, var), s = sum_t g_t mu_t.
         # With independent g_t ~ Bern(pi_t), E[(m - s)^2] = (m - E s)^2 + Var s, where
