@@ -79,6 +79,20 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _devices(text: str) -> int | list[int] | str:
+    """Lightning's ``devices``: ``"2"`` -> 2 devices, ``"0,1"`` -> devices 0 and 1, ``"auto"``."""
+    if text == "auto":
+        return text
+    try:
+        if "," in text:
+            return [int(part) for part in text.split(",") if part.strip()]
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--devices {text!r}: give a number (2), a comma-separated list (0,1) or auto."
+        ) from None
+
+
 def _fit(args: argparse.Namespace) -> int:
     import anndata
 
@@ -86,16 +100,26 @@ def _fit(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    adata = anndata.read_h5ad(args.data)
+    adata = anndata.read_h5ad(args.data, backed="r" if args.backed else None)
     sv.SparseVAE.setup_anndata(
         adata,
         perturbation_key=args.perturbation_key,
         control=args.control,
         layer=args.layer,
         batch_key=args.batch_key,
+        combination_delimiter=args.combination_delimiter,
     )
     model = sv.SparseVAE(adata, n_latent=args.n_latent, prior=args.prior)
-    model.train(max_epochs=args.max_epochs, enable_checkpointing=False)
+    model.train(
+        max_epochs=args.max_epochs,
+        batch_size=args.batch_size,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        enable_checkpointing=False,
+        **({} if args.strategy is None else {"strategy": args.strategy}),
+    )
+    if not model.trainer.is_global_zero:
+        return 0  # distributed training: only the first process writes results
     model.save(out / "model", overwrite=True)
     sv.tl.write_results(adata, model)
     adata.write_h5ad(out / "results.h5ad")
@@ -108,6 +132,7 @@ def _fit(args: argparse.Namespace) -> int:
         "n_genes": adata.n_vars,
         "n_perturbations": len(model.perturbation_names),
         "n_latent": args.n_latent,
+        "processes": model.trainer.world_size,
         "edges": int(targets.to_numpy().sum()),
         "mean_targets_per_perturbation": float(targets.sum(axis=1).mean()),
     }
@@ -254,7 +279,30 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--prior", default="spike_slab", choices=["spike_slab", "l1", "dense", "standard"]
     )
+    fit.add_argument(
+        "--combination-delimiter",
+        default=None,
+        help="labels such as 'A+B' are sets of single perturbations split at this string",
+    )
     fit.add_argument("--max-epochs", type=int, default=None)
+    fit.add_argument("--batch-size", type=int, default=256)
+    fit.add_argument(
+        "--backed",
+        action="store_true",
+        help="read counts from disk as needed (anndata backed='r') instead of loading them",
+    )
+    fit.add_argument("--accelerator", default="auto", help="Lightning accelerator: cpu, gpu, auto")
+    fit.add_argument(
+        "--devices",
+        type=_devices,
+        default="auto",
+        help="Lightning devices: a number, a list such as 0,1, or auto",
+    )
+    fit.add_argument(
+        "--strategy",
+        default=None,
+        help="Lightning strategy, e.g. ddp for distributed data parallel over --devices",
+    )
     fit.add_argument("--out", required=True, help="output directory")
     fit.set_defaults(func=_fit)
 

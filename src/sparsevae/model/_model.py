@@ -30,6 +30,9 @@ from ._validation import validate_setup
 
 logger = logging.getLogger(__name__)
 
+# Lightning's DDP strategies that fail when a parameter gets no gradient in a step.
+_DDP_WITHOUT_UNUSED_PARAMETERS = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+
 
 class SparseVAE(
     InterpretationMixin, DataChecksMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass
@@ -308,7 +311,13 @@ class SparseVAE(
             Further keyword arguments of :class:`SparseVAETrainingPlan`.
         **kwargs
             Passed to :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` (``accelerator``,
-            ``devices``, ``train_size``, ``early_stopping``, ...) and to the Lightning trainer.
+            ``devices``, ``strategy``, ``train_size``, ``early_stopping``, ...) and to the
+            Lightning trainer. ``strategy="ddp"`` (distributed data parallel, one process per
+            device) becomes ``"ddp_find_unused_parameters_true"``: some parameters get no
+            gradient in a step (the mask logits once masks are frozen, and the parts of
+            scvi-tools' decoder that SparseVAE does not use), which plain DDP refuses. Run
+            DDP from a script, not a notebook: Lightning starts the other processes by running
+            the same command again.
 
         Raises
         ------
@@ -326,6 +335,9 @@ class SparseVAE(
 
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
         warmup = None if n_epochs_kl_warmup is None else min(n_epochs_kl_warmup, max_epochs)
+        strategy = kwargs.get("strategy")
+        if isinstance(strategy, str) and strategy in _DDP_WITHOUT_UNUSED_PARAMETERS:
+            kwargs["strategy"] = f"{strategy}_find_unused_parameters_true"
         plan = {
             "lr": lr,
             "lr_prior": lr_prior,
