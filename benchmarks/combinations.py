@@ -72,7 +72,7 @@ def fit(adata, delimiter, args, seed) -> sv.SparseVAE:
     sv.SparseVAE.setup_anndata(
         adata, perturbation_key=KEY, control=CONTROL, combination_delimiter=delimiter
     )
-    model = sv.SparseVAE(adata, n_latent=args.n_latent)
+    model = sv.SparseVAE(adata, n_latent=args.n_latent, alpha=args.alpha)
     model.train(max_epochs=args.max_epochs, **QUIET_TRAINER)
     return model
 
@@ -83,6 +83,12 @@ def main() -> None:
     parser.add_argument("--n-latent", type=int, default=10)
     parser.add_argument("--n-particles", type=int, default=100)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="Beta(1, alpha) sparsity of both models (default: their number of perturbations)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -171,12 +177,15 @@ def main() -> None:
     additive_name, one_label_name = wide.columns[0], wide.columns[1]
     n_lower = int((wide[additive_name] < wide[one_label_name]).sum())
     RESULTS.mkdir(exist_ok=True)
+    name = "combinations" if args.alpha is None else f"combinations_alpha{args.alpha:g}"
+    out = RESULTS / f"{name}.md"
     text = [
         "# Zero-shot pairs on the Norman 2019 subset",
         "",
         f"`python benchmarks/combinations.py --max-epochs {args.max_epochs} --n-latent "
         f"{args.n_latent} --n-particles {args.n_particles} --seeds "
-        f"{' '.join(map(str, args.seeds))}`; "
+        f"{' '.join(map(str, args.seeds))}"
+        f"{'' if args.alpha is None else f' --alpha {args.alpha:g}'}`; "
         f"{args.threads} torch thread(s); {seconds:.0f} s in all.",
         "",
         f"Held-out pairs (both singles trained as singles): {', '.join(HELD_OUT)}. Half of each "
@@ -208,7 +217,7 @@ def main() -> None:
         f"{single_table['pearson_top20_de'].mean():.3f}.",
         "",
     ]
-    (RESULTS / "combinations.md").write_text("\n".join(text))
+    out.write_text("\n".join(text))
     print("\n".join(text))
 
 

@@ -76,6 +76,23 @@ def test_backed_anndata_trains_and_reads_like_in_memory(tmp_path):
     assert nll[0].shape == nll[1].shape == (backed.adata.n_obs,)
 
 
+def test_backed_transfer_predict_and_results(tmp_path):
+    data = small_simulation(n_perturbations=8)
+    held = data.obs["perturbation"].isin(["P6", "P7"]).to_numpy()
+    data[~held].copy().write_h5ad(tmp_path / "train.h5ad")
+    data[held].copy().write_h5ad(tmp_path / "held.h5ad")
+    train = ad.read_h5ad(tmp_path / "train.h5ad", backed="r")
+    heldout = ad.read_h5ad(tmp_path / "held.h5ad", backed="r")
+    sv.SparseVAE.setup_anndata(train, perturbation_key="perturbation", control="control")
+    model = sv.SparseVAE(train, n_latent=4, n_hidden=16)
+    model.train(max_epochs=2, **QUIET)
+    transferred = model.transfer(heldout)
+    assert np.isfinite(transferred.get_interventional_nll(heldout, n_particles=3)).all()
+    assert model.predict(train, perturbation="P0").shape == train.shape
+    sv.tl.write_results(train, model)
+    assert train.obsm["X_sparsevae"].shape == (train.n_obs, 4)
+
+
 def test_cli_fit_backed(tmp_path):
     path = tmp_path / "screen.h5ad"
     small_simulation().write_h5ad(path)
