@@ -1,4 +1,4 @@
-"""Scale: counts stay sparse, AnnData read from disk (backed), distributed data parallel training."""
+"""Scale: counts stay sparse, AnnData read from disk (backed), distributed data parallel."""
 
 from __future__ import annotations
 
