@@ -1,11 +1,21 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 import scvi
+from hypothesis import settings as hypothesis_settings
 
 import sparsevae as sv
 from sparsevae._quiet import QUIET_TRAINER as QUIET
 from sparsevae._quiet import silence_lightning
+
+
+# Property tests draw the same examples on every run (CI cannot flake on a new draw);
+# `HYPOTHESIS_PROFILE=explore python -m pytest tests/test_properties.py` searches afresh.
+hypothesis_settings.register_profile("repeatable", derandomize=True, database=None)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -86,3 +86,14 @@ def test_graph_scores_row_alignment_and_errors(latents):
     assert metrics.graph_scores(truth, shuffled, latents, latents)["f1"] == 1.0
     with pytest.raises(ValueError, match="no row"):
         metrics.graph_scores(truth, shuffled.iloc[:2], latents, latents)
+
+
+def test_columns_with_subnormal_spread_count_as_constant():
+    """Hypothesis found MCC 0 one way and 1 the other, and a NaN R², for a column varying by
+    5e-324: such columns are constant (no correlation, no predictive power) both ways."""
+    z_true = np.array([[4.0], [0.0]])
+    z = np.array([[5e-324], [0.0]])
+    for method in ("pearson", "spearman"):
+        assert metrics.mean_correlation_coefficient(z_true, z, method) == 0.0
+        assert metrics.mean_correlation_coefficient(z, z_true, method) == 0.0
+    assert metrics.linear_r2(np.array([[0.0], [1.0]]), z) == 0.0

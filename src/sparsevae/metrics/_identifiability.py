@@ -17,6 +17,16 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import f1_score, precision_score, r2_score, recall_score
 
 
+# Columns whose values differ by less than the smallest normal float64 are constant: their
+# spread is subnormal, where correlations and regressions lose all precision.
+_TINY = np.finfo(np.float64).tiny
+
+
+def _varies(array: np.ndarray) -> np.ndarray:
+    """Which columns vary (by more than ``_TINY``)."""
+    return np.ptp(array, axis=0) >= _TINY
+
+
 def _as_2d(name: str, values) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 2:
@@ -34,6 +44,7 @@ def _abs_correlation(
         raise ValueError(
             f"z_true has {z_true.shape[0]} cells but z has {z.shape[0]}; pass the same cells."
         )
+    varies_true, varies = _varies(z_true), _varies(z)
     if method == "spearman":
         z_true, z = rankdata(z_true, axis=0), rankdata(z, axis=0)
     elif method != "pearson":
@@ -42,7 +53,10 @@ def _abs_correlation(
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = np.corrcoef(z_true, z, rowvar=False)[:d, d:]
     # A constant column has no defined correlation: it explains nothing.
-    return np.nan_to_num(np.abs(corr), nan=0.0)
+    corr = np.nan_to_num(np.abs(corr), nan=0.0)
+    corr[~varies_true, :] = 0.0
+    corr[:, ~varies] = 0.0
+    return corr
 
 
 def match_latents(
@@ -99,7 +113,11 @@ def linear_r2(z_true, z) -> float:
         raise ValueError(
             f"z_true has {z_true.shape[0]} cells but z has {z.shape[0]}; pass the same cells."
         )
-    prediction = LinearRegression().fit(z, z_true).predict(z)
+    informative = _varies(z)  # constant columns predict nothing (and break the fit)
+    if informative.any():
+        prediction = LinearRegression().fit(z[:, informative], z_true).predict(z[:, informative])
+    else:
+        prediction = np.broadcast_to(z_true.mean(axis=0), z_true.shape)
     return float(r2_score(z_true, prediction, multioutput="uniform_average"))
 
 
