@@ -10,7 +10,6 @@ import sparsevae as sv
 from sparsevae._quiet import QUIET_TRAINER as QUIET
 from sparsevae._quiet import silence_lightning
 
-
 # Property tests draw the same examples on every run (CI cannot flake on a new draw);
 # `HYPOTHESIS_PROFILE=explore python -m pytest tests/test_properties.py` searches afresh.
 hypothesis_settings.register_profile("repeatable", derandomize=True, database=None)

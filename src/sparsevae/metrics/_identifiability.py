@@ -16,7 +16,6 @@ from scipy.stats import rankdata
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import f1_score, precision_score, r2_score, recall_score
 
-
 # Columns whose values differ by less than the smallest normal float64 are constant: their
 # spread is subnormal, where correlations and regressions lose all precision.
 _TINY = np.finfo(np.float64).tiny
