@@ -13,7 +13,7 @@ from mpl_toolkits.axes_grid1 import make_axes_locatable
 
 from sparsevae.tl._cluster import CLUSTER_COLUMN, CLUSTERS_KEY, PROFILES_KEY
 
-from ._utils import finish, label_fontsize, new_axes
+from ._utils import finish, label_fontsize, new_axes, symmetric_limit
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -98,8 +98,7 @@ def perturbation_clusters(
     strip_ax = divider.append_axes("right", size=0.15, pad=0.05)
     cbar_ax = divider.append_axes("right", size=0.15, pad=0.45)
 
-    limit = float(np.nanmax(np.abs(profiles.to_numpy()))) if profiles.size else 0.0
-    limit = limit if limit > 0 else 1.0
+    limit = symmetric_limit(profiles.to_numpy())
     sns.heatmap(
         profiles,
         ax=ax,

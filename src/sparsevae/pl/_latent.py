@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ._utils import finish, label_fontsize, new_axes
+from ._utils import finish, label_fontsize, new_axes, symmetric_limit
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -117,8 +117,7 @@ def latent_genes(
     )
     n_rows, n_cols = matrix.shape
     ax = new_axes(ax, (max(3.5, 0.45 * n_cols + 2.5), max(3.0, 0.16 * n_rows + 1.5)))
-    limit = float(np.nanmax(np.abs(matrix.to_numpy())))
-    limit = limit if limit > 0 else 1.0
+    limit = symmetric_limit(matrix.to_numpy())
     shift = loadings.attrs.get("shift")
     label = "log2 fold change" + (f" (latent +{shift:g})" if shift is not None else "")
     sns.heatmap(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.axes import Axes
 
 
@@ -44,3 +45,11 @@ def finish_many(axes: list[Axes], show: bool | None, save: str | Path | None) ->
 def label_fontsize(n_labels: int) -> float:
     """Tick label size that stays readable from 10 to 200 labels."""
     return max(4.0, min(10.0, 400.0 / max(n_labels, 1)))
+
+
+def symmetric_limit(values) -> float:
+    """Largest absolute finite value (1 if there is none or it is 0): ``vmin=-limit,
+    vmax=limit`` centre a diverging colour map at 0 (seaborn's ``center=`` warns)."""
+    array = np.asarray(values, dtype=float)
+    limit = float(np.nanmax(np.abs(array))) if array.size else 0.0
+    return limit if limit > 0 else 1.0
