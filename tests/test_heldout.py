@@ -155,7 +155,7 @@ def test_one_particle_iwelbo_is_the_single_sample_elbo(fitted):
         torch.manual_seed(0)
         x = tensors["X"]
         qz, _ = module.z_encoder(torch.log1p(x))
-        z = qz.sample((1,))
+        z = qz.rsample((1,))  # loc + scale * eps, eps drawn as marginal_ll draws it
         library = torch.log(x.sum(dim=1, keepdim=True))
         generative = module.generative(z, library, tensors["perturbation"])
         px = generative["px"]

@@ -521,7 +521,8 @@ class SparseVAE(
         batch_size
             Cells per minibatch (default: scvi-tools' ``settings.batch_size``).
         particles_per_pass
-            Particles decoded at once (default: as many as fit about 8 million values).
+            Particles decoded at once (default: as many as fit about half a million values, which
+            stay in the processor's cache).
 
         Returns
         -------

@@ -237,12 +237,23 @@ class SparseShiftVAE(BaseModuleClass):
 
         ``z`` may carry leading particle dimensions; they are flattened so that batch
         normalisation sees one 2-d input (scvi's FCLayers loops over a 3-d input's first axis).
-        In eval mode without batch covariates the decoder runs as plain matrix products with
-        batch normalisation folded into the weights (:meth:`_folded_decoder`).
+        ``batch_index`` broadcasts against ``z.shape[:-1] + (1,)`` (shape (n_cells, 1) for z of
+        shape (n_cells, n_latent) or (n_samples, n_cells, n_latent)). In eval mode without
+        batch covariates the decoder runs as plain matrix products with batch normalisation
+        folded into the weights (:meth:`_folded_decoder`).
         """
+        folded = self._folded_decoder() if self.n_batch <= 1 else None
+        return self._decode_log_scale(z, batch_index, folded)
+
+    def _decode_log_scale(
+        self,
+        z: torch.Tensor,
+        batch_index: torch.Tensor | None,
+        folded: list[tuple[torch.Tensor, torch.Tensor]] | None,
+    ) -> torch.Tensor:
+        """:meth:`_log_px_scale` with the folded decoder given (``None``: use the modules)."""
         lead, n_latent = z.shape[:-1], z.shape[-1]
         z_flat = z.reshape(-1, n_latent)
-        folded = self._folded_decoder() if self.n_batch <= 1 else None
         if folded is not None:
             *hidden_layers, (weight, bias) = folded
             hidden = z_flat
@@ -252,8 +263,7 @@ class SparseShiftVAE(BaseModuleClass):
             return torch.log_softmax(logits, dim=-1).reshape(*lead, -1)
         cat = ()
         if self.n_batch > 1 and batch_index is not None:
-            repeats = z_flat.shape[0] // batch_index.shape[0]
-            cat = (batch_index.reshape(-1, 1).repeat(repeats, 1),)
+            cat = (batch_index.expand(*lead, 1).reshape(-1, 1),)
         hidden = self.decoder.px_decoder(z_flat, *cat)
         logits = self.decoder.px_scale_decoder[0](hidden)  # the Linear before scvi's Softmax
         return torch.log_softmax(logits, dim=-1).reshape(*lead, -1)
@@ -311,7 +321,7 @@ class SparseShiftVAE(BaseModuleClass):
         n_mc_samples: int = 1000,
         return_mean: bool = False,
         n_mc_samples_per_pass: int | None = None,
-        max_elements_per_pass: int = 2**23,
+        max_elements_per_pass: int = 2**19,
     ) -> torch.Tensor | float:
         """Importance-weighted ELBO (Burda et al. 2016): an estimate of log p(x | a) per cell.
 
@@ -329,26 +339,48 @@ class SparseShiftVAE(BaseModuleClass):
         x = tensors[REGISTRY_KEYS.X_KEY]
         perturbation = _perturbation_codes(tensors)
         batch_index = tensors.get(REGISTRY_KEYS.BATCH_KEY)
+        if batch_index is not None:
+            batch_index = batch_index.unsqueeze(1)  # (n_cells, 1, 1): broadcasts over particles
         qz, _ = self.z_encoder(torch.log1p(x))
         pz = self.prior.distribution(perturbation)
-        log_library = torch.log(x.sum(dim=-1, keepdim=True))
+        folded = self._folded_decoder() if self.n_batch <= 1 else None
+        library = x.sum(dim=-1, keepdim=True)
         log_theta = self.log_theta()
         theta = torch.exp(log_theta)
-        # as nb_log_prob, with the z-free terms computed once per cell for all particles
-        constant = nb_log_prob_constant(x, log_theta)
-        x_theta = x + theta
+        # nb_log_prob with mu = L * rho (L the library size, rho the decoder's proportions):
+        # x.log mu - (x + theta).log(theta + mu)
+        #   = x.log rho - (x + theta).log(theta / L + rho) - sum(theta) log L,
+        # so per particle only rho is needed; the z-free terms are computed once per cell.
+        constant = (
+            nb_log_prob_constant(x, log_theta) - theta.sum() * torch.log(library).squeeze(-1)
+        ).unsqueeze(-1)
+        x_column, x_theta = x.unsqueeze(-1), (x + theta).unsqueeze(-1)
+        theta_per_library = (theta / library).unsqueeze(1)  # (n_cells, 1, n_genes)
+        # Gaussian log densities written out (no per-pass argument validation); with
+        # z = loc + scale * eps, log q(z | x) = -|eps|^2 / 2 - sum(log scale) - const
+        prior_loc, prior_scale = pz.loc.unsqueeze(1), pz.scale.unsqueeze(1)
+        log_p_constant = torch.log(pz.scale).sum(dim=-1, keepdim=True)
+        log_q_constant = torch.log(qz.scale).sum(dim=-1, keepdim=True)
+        n_cells, n_latent = qz.loc.shape
         if n_mc_samples_per_pass is None:
             n_mc_samples_per_pass = max_elements_per_pass // max(x.shape[0] * x.shape[1], 1)
         n_per_pass = int(min(max(n_mc_samples_per_pass, 1), n_mc_samples))
         chunk_lse = []
         for start in range(0, n_mc_samples, n_per_pass):
-            z = qz.sample((min(n_per_pass, n_mc_samples - start),))
-            log_mu = self._log_px_scale(z, batch_index).add_(log_library)
-            # log(theta + mu) directly: mu <= library size and theta >= exp(-15) keep it finite
-            log_theta_mu = log_mu.exp().add_(theta).log_()
-            log_px = constant + (x * log_mu).sum(dim=-1) - (x_theta * log_theta_mu).sum(dim=-1)
-            log_w = log_px + pz.log_prob(z).sum(dim=-1) - qz.log_prob(z).sum(dim=-1)
-            chunk_lse.append(torch.logsumexp(log_w, dim=0))
+            # cells first, (n_cells, particles, ...): each cell's sums over genes are one
+            # batched matrix-vector product
+            shape = (n_cells, min(n_per_pass, n_mc_samples - start), n_latent)
+            eps = torch.randn(shape, dtype=x.dtype, device=x.device)
+            z = torch.addcmul(qz.loc.unsqueeze(1), qz.scale.unsqueeze(1), eps)
+            log_rho = self._decode_log_scale(z, batch_index, folded)
+            x_log_rho = torch.bmm(log_rho, x_column)
+            # rho <= 1 and theta / L >= exp(-15) / L keep the log finite
+            log_sum = log_rho.exp_().add_(theta_per_library).log_()
+            log_px = constant + (x_log_rho - torch.bmm(log_sum, x_theta)).squeeze(-1)
+            # log p(z | a) - log q(z | x); the 2 pi terms cancel
+            log_pz = -0.5 * ((z - prior_loc) / prior_scale).square().sum(dim=-1) - log_p_constant
+            log_qz = -0.5 * eps.square().sum(dim=-1) - log_q_constant
+            chunk_lse.append(torch.logsumexp(log_px + log_pz - log_qz, dim=1))
         log_lik = torch.logsumexp(torch.stack(chunk_lse), dim=0) - math.log(n_mc_samples)
         if return_mean:
             return log_lik.mean().item()
