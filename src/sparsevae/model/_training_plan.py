@@ -75,6 +75,7 @@ class SparseVAETrainingPlan(TrainingPlan):
         self.freeze_masks_at = freeze_masks_at
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
         self._last_good: LastGoodParameters | None = None
+        self._trained_params: list[torch.nn.Parameter] = []
         self._current_step = None
         self._row_mask = None
         if transfer_rows is not None:
@@ -98,6 +99,7 @@ class SparseVAETrainingPlan(TrainingPlan):
         if self.module.prior.has_mask:
             self.module.prior.masks_frozen = False
         self._last_good = LastGoodParameters(self.module)
+        self._trained_params = [p for p in self.module.parameters() if p.requires_grad]
         self._last_good_step: int | None = None  # None: the parameters training started from
 
     def on_train_epoch_start(self):
@@ -109,6 +111,7 @@ class SparseVAETrainingPlan(TrainingPlan):
 
     def on_train_end(self):
         self._last_good = None  # release the copy
+        self._trained_params = []
         if self._row_mask is not None:
             for name, param in self.module.named_parameters():
                 param.requires_grad_(self._requires_grad[name])
@@ -171,7 +174,7 @@ class SparseVAETrainingPlan(TrainingPlan):
     def on_before_optimizer_step(self, optimizer):
         batch_idx, loss_output = self._current_step
         self._current_step = None
-        if all_finite(loss_output, self.module):
+        if all_finite(loss_output, self._trained_params):
             self._last_good.save(self.module)
             self._last_good_step = self.global_step
             return
