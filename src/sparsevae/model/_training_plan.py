@@ -6,6 +6,8 @@ import torch
 from scvi.module.base import LossOutput
 from scvi.train import TrainingPlan
 
+from sparsevae.module._rotation import latent_shift_sums, mean_shifts, sparse_rotation
+
 from ._guards import (
     LastGoodParameters,
     NonFiniteLossError,
@@ -31,6 +33,11 @@ class SparseVAETrainingPlan(TrainingPlan):
     - the ELBO terms are summed in tensors during the epoch and logged once at its end, with
       the same names as scvi-tools (``elbo_train``, ``reconstruction_loss_validation``, ...):
       Lightning's per-step ``log`` calls cost more than the model's forward pass on small data;
+    - for the masked (sparse) priors, once at the start of epoch ``rotate_latents_at``, the
+      latent space is rotated to the orientation in which the perturbations' mean shifts are
+      sparsest (:mod:`sparsevae.module._rotation`): the networks' function is unchanged, every
+      mask is switched back on and Adam's moments restart. Gradient descent finds this
+      orientation only slowly;
     - before every optimiser step the loss and all gradients are checked: a NaN or infinite
       value stops training with a :class:`~sparsevae.model.NonFiniteLossError` naming the term
       and the step, and the parameters of the last step with a finite loss are put back
@@ -47,6 +54,9 @@ class SparseVAETrainingPlan(TrainingPlan):
         ``pi > 0.5`` and the sparsity term is dropped (the paper's final phase): the networks
         then train under the same prior that evaluation uses, without Gumbel noise. ``None``
         keeps sampling masks to the end.
+    rotate_latents_at
+        Epoch at whose start the latent space is given its sparsest orientation (masked priors
+        only; ignored in transfer mode). ``None``: never.
     transfer_rows
         Transfer mode: train only these rows (category codes) of the prior's parameters.
         Encoder, decoder, dispersion and all other rows stay bitwise fixed: the networks run in
@@ -63,6 +73,7 @@ class SparseVAETrainingPlan(TrainingPlan):
         *,
         lr_prior: float | None = None,
         freeze_masks_at: float | None = None,
+        rotate_latents_at: int | None = None,
         transfer_rows: list[int] | None = None,
         **kwargs,
     ):
@@ -73,6 +84,7 @@ class SparseVAETrainingPlan(TrainingPlan):
         super().__init__(module, **kwargs)
         self.lr_prior = lr_prior
         self.freeze_masks_at = freeze_masks_at
+        self.rotate_latents_at = rotate_latents_at
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
         self._last_good: LastGoodParameters | None = None
         self._trained_params: list[torch.nn.Parameter] = []
@@ -103,11 +115,33 @@ class SparseVAETrainingPlan(TrainingPlan):
         self._last_good_step: int | None = None  # None: the parameters training started from
 
     def on_train_epoch_start(self):
+        if self.current_epoch == self.rotate_latents_at:
+            self._rotate_latents()
         prior = self.module.prior
         if self.freeze_masks_at is None or not prior.has_mask or prior.masks_frozen:
             return
         if self.current_epoch >= int(self.freeze_masks_at * self.trainer.max_epochs):
             prior.masks_frozen = True
+
+    def _rotate_latents(self) -> None:
+        """Give the latent space its sparsest orientation (see ``rotate_latents_at``)."""
+        module = self.module
+        if not module.prior.has_mask or module.prior.masks_frozen or self._row_mask is not None:
+            return
+        module.eval()
+        sums, counts = latent_shift_sums(module, self.trainer.train_dataloader)
+        module.train()
+        if self.trainer.world_size > 1:  # every process holds a share of the cells
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        shifts, rows = mean_shifts(sums, counts)
+        if int(rows.sum()) < 2:
+            return
+        rotation = sparse_rotation(shifts[rows]).to(module.prior.mu.dtype)
+        module.rotate_latents(rotation, (shifts.to(rotation.dtype) @ rotation), rows)
+        for optimizer in self.trainer.optimizers:
+            optimizer.state.clear()  # moments of the old orientation
+        self._last_good.save(module)
 
     def on_train_end(self):
         self._last_good = None  # release the copy

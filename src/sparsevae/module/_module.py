@@ -231,6 +231,27 @@ class SparseShiftVAE(BaseModuleClass):
             kl_global=penalty,
         )
 
+    # ---- orientation of the latent space ------------------------------------------------
+    @torch.no_grad()
+    def rotate_latents(
+        self, rotation: torch.Tensor, shifts: torch.Tensor, rows: torch.Tensor
+    ) -> None:
+        """Rotate the latent space, z -> z @ R, leaving the networks' function unchanged.
+
+        The encoder's mean layer is rotated and the decoder's first layer takes the rotation
+        back, so the decoder's output for an encoded cell is the same as before (the encoder's
+        variances stay per latent, an approximation that training corrects). The prior follows
+        (:meth:`~sparsevae.module.DensePrior.rotate`): ``shifts`` (rotated, shape
+        (n_perturbations, n_latent)) replace mu for the perturbations flagged in ``rows``.
+        See :mod:`sparsevae.module._rotation` for why and when.
+        """
+        mean_layer = self.z_encoder.mean_encoder
+        mean_layer.weight.copy_(rotation.T @ mean_layer.weight)
+        mean_layer.bias.copy_(mean_layer.bias @ rotation)
+        first_layer = self.decoder.px_decoder.fc_layers[0][0]  # inputs: z, then covariates
+        first_layer.weight[:, : self.n_latent] = first_layer.weight[:, : self.n_latent] @ rotation
+        self.prior.rotate(rotation, shifts, rows)
+
     # ---- importance-weighted likelihood --------------------------------------------------
     def _log_px_scale(self, z: torch.Tensor, batch_index: torch.Tensor | None) -> torch.Tensor:
         """log of the decoder's gene proportions, from its logits (stabler than log(softmax)).

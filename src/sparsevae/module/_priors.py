@@ -140,6 +140,15 @@ class DensePrior(PerturbationPrior):
     def shifts(self) -> torch.Tensor:
         return self.mu * self.is_perturbed.unsqueeze(-1)
 
+    @torch.no_grad()
+    def rotate(self, rotation: torch.Tensor, shifts: torch.Tensor, rows: torch.Tensor) -> None:
+        """Follow a rotation z -> z @ R of the latent space.
+
+        ``shifts``: new (already rotated) shifts, used for the perturbations flagged in
+        ``rows``; the other rows of mu are rotated.
+        """
+        self.mu.copy_(torch.where(rows.unsqueeze(-1), shifts, self.mu @ rotation))
+
 
 class MaskedPrior(DensePrior):
     """z | a ~ N(gamma_a * mu_a, I) with gamma_a ~ Bernoulli(sigmoid(logits_a)).
@@ -233,6 +242,13 @@ class MaskedPrior(DensePrior):
 
     def mask_probabilities(self) -> torch.Tensor:
         return torch.sigmoid(self._clamped_logits())
+
+    @torch.no_grad()
+    def rotate(self, rotation: torch.Tensor, shifts: torch.Tensor, rows: torch.Tensor) -> None:
+        """As :meth:`DensePrior.rotate`; the masks no longer match the new axes, so every edge
+        is switched back on (``logit_init``) and sparsity prunes again."""
+        super().rotate(rotation, shifts, rows)
+        self.logits.fill_(self.logit_init)
 
     def _log_one_minus_pi(self) -> torch.Tensor:
         # log(1 - sigmoid(l)) = logsigmoid(-l): finite for the clamped logits.

@@ -1,0 +1,129 @@
+"""Sparse rotation of the latent space: an optimisation step for the masked (sparse) priors.
+
+The likelihood and the encoder cannot tell a latent space from any rotation of it: rotating z
+by an orthogonal R while the decoder's first layer takes R back leaves p(x | z) and the fit
+unchanged. Only the sparse prior prefers one orientation, the one in which each perturbation
+shifts few latents. Gradient descent moves towards it slowly (the orientation is held by every
+weight of both networks); on the paper's simulation the latent space after the KL warm-up is
+already close to a rotation of the true one (Procrustes-aligned MCC ~0.92) while the learned
+axes are still mixtures (MCC ~0.5), and 300 more epochs recover only part of the gap.
+
+:func:`sparse_rotation` finds the orthogonal R that makes the perturbations' mean latent
+shifts sparsest (smallest L1 norm, the convex surrogate of the number of targets), and
+:meth:`~sparsevae.module.SparseShiftVAE.rotate_latents` applies it without changing the
+networks' function. Training then continues on the same objective.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from sparsevae._constants import REGISTRY_KEYS
+
+
+@torch.no_grad()
+def latent_shift_sums(module, batches: Iterable[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums and counts of the posterior means of cells, per perturbation.
+
+    Rows 0 .. n_perturbations - 1 hold the cells with exactly one perturbation (combinations
+    are left out), the last row control cells. Returned as sums, so that several processes'
+    shares of the data can be added before :func:`mean_shifts` divides. Batch normalisation
+    and dropout follow the module's mode: call ``eval()`` first.
+    """
+    prior = module.prior
+    n_rows = prior.n_perturbations + 1
+    device = prior.is_perturbed.device
+    sums = torch.zeros(n_rows, module.n_latent, dtype=torch.float64, device=device)
+    counts = torch.zeros(n_rows, dtype=torch.float64, device=device)
+    for tensors in batches:
+        x = tensors[REGISTRY_KEYS.X_KEY].to(device)
+        codes = tensors[REGISTRY_KEYS.PERTURBATION_KEY].to(device)
+        codes, weight = prior._codes(codes)
+        n_perturbed = weight.sum(dim=1)
+        row = codes.gather(1, weight.argmax(dim=1, keepdim=True)).squeeze(1)
+        row = torch.where(n_perturbed == 0, n_rows - 1, row)
+        keep = n_perturbed <= 1
+        qz, _ = module.z_encoder(torch.log1p(x[keep]))
+        sums.index_add_(0, row[keep], qz.loc.double())
+        counts.index_add_(0, row[keep], torch.ones_like(sums[row[keep], 0]))
+    return sums, counts
+
+
+def mean_shifts(sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each perturbation's mean latent shift from control, and which rows have cells.
+
+    Without control cells the shift is taken from 0 (the prior's mean for unperturbed
+    cells). Returns ``(shifts, rows)`` with shapes (n_perturbations, n_latent) and
+    (n_perturbations,).
+    """
+    means = sums / counts.clamp(min=1).unsqueeze(-1)
+    control = means[-1] if counts[-1] > 0 else torch.zeros_like(means[-1])
+    return means[:-1] - control, counts[:-1] > 0
+
+
+def sparse_rotation(
+    shifts: torch.Tensor,
+    n_starts: int = 8,
+    n_steps: int = 500,
+    lr: float = 0.02,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Orthogonal R minimising ``|shifts @ R|_1`` (sum of absolute values).
+
+    Parameters
+    ----------
+    shifts
+        Shape (n_perturbations, n_latent): each perturbation's mean latent shift from control.
+    n_starts
+        Local optimisations: one from the identity, the others from seeded random rotations;
+        the one with the smallest L1 norm is returned.
+    n_steps, lr
+        Adam steps and learning rate on the skew-symmetric generator A, ``R = exp(A - A^T)``.
+    seed
+        Seed of the random starts (the result is deterministic).
+
+    Returns
+    -------
+    (n_latent, n_latent) orthogonal matrix in the dtype and device of ``shifts``; the rotated
+    shifts are ``shifts @ R``. Of the equally sparse solutions (any signed permutation of the
+    latents) it is the one closest to the identity.
+    """
+    target = shifts.detach().to(torch.float64)
+    n_latent = target.shape[1]
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    best_norm, best = float("inf"), torch.eye(n_latent, dtype=torch.float64)
+    with torch.enable_grad():
+        for start in range(n_starts):
+            generator_init = torch.zeros(n_latent, n_latent, dtype=torch.float64)
+            if start > 0:
+                generator_init = 0.5 * torch.randn(
+                    n_latent, n_latent, dtype=torch.float64, generator=generator
+                )
+            skew = generator_init.to(target.device).requires_grad_(True)
+            optimizer = torch.optim.Adam([skew], lr=lr)
+            for _ in range(n_steps):
+                optimizer.zero_grad()
+                norm = (target @ torch.linalg.matrix_exp(skew - skew.T)).abs().sum()
+                norm.backward()
+                optimizer.step()
+            with torch.no_grad():
+                rotation = torch.linalg.matrix_exp(skew - skew.T)
+                norm = float((target @ rotation).abs().sum())
+            if norm < best_norm:
+                best_norm, best = norm, rotation
+    return _closest_to_identity(best).to(device=shifts.device, dtype=shifts.dtype)
+
+
+def _closest_to_identity(rotation: torch.Tensor) -> torch.Tensor:
+    """The same rotation up to a signed permutation of its columns (which changes no L1
+    norm), chosen so that each latent keeps as much of its old axis as it can: latents are
+    not renamed or flipped for nothing."""
+    rows, cols = linear_sum_assignment(rotation.abs().cpu().numpy(), maximize=True)
+    order = torch.as_tensor(cols[rows.argsort()], device=rotation.device)
+    permuted = rotation[:, order]
+    return permuted * torch.sign(torch.diagonal(permuted)).where(
+        torch.diagonal(permuted) != 0, torch.ones(1, dtype=permuted.dtype)
+    )
