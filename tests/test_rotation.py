@@ -123,9 +123,16 @@ def rotations(monkeypatch):
 
 @pytest.mark.parametrize(
     ("prior", "rotate", "expected"),
-    [("spike_slab", True, 1), ("l1", True, 1), ("spike_slab", False, 0), ("dense", True, 0)],
+    [
+        ("spike_slab", None, 1),  # sVAE+: on by default
+        ("spike_slab", False, 0),
+        ("l1", None, 0),  # the sVAE baseline keeps its published training ...
+        ("l1", True, 1),  # ... unless asked
+        ("dense", None, 0),
+        ("standard", None, 0),
+    ],
 )
-def test_training_rotates_once_for_masked_priors(rotations, prior, rotate, expected):
+def test_training_rotates_once_by_default_for_svae_plus(rotations, prior, rotate, expected):
     data = small_simulation()
     scvi.settings.seed = 0
     sv.SparseVAE.setup_anndata(data, perturbation_key="perturbation", control="control")
@@ -144,3 +151,12 @@ def test_transfer_never_rotates(rotations):
     transferred = model.transfer(new, sparse=True, max_epochs=6, **QUIET)
     assert rotations == []
     np.testing.assert_array_equal(transferred.get_latent_representation(train), before)
+
+
+@pytest.mark.parametrize("prior", ["dense", "standard"])
+def test_rotation_is_refused_for_priors_without_a_preferred_orientation(prior):
+    data = small_simulation()
+    sv.SparseVAE.setup_anndata(data, perturbation_key="perturbation", control="control")
+    model = sv.SparseVAE(data, n_latent=4, n_hidden=16, prior=prior)
+    with pytest.raises(ValueError, match=f"rotate_latents=True.*'{prior}'"):
+        model.train(max_epochs=2, rotate_latents=True, **QUIET)

@@ -33,7 +33,8 @@ class SparseVAETrainingPlan(TrainingPlan):
     - the ELBO terms are summed in tensors during the epoch and logged once at its end, with
       the same names as scvi-tools (``elbo_train``, ``reconstruction_loss_validation``, ...):
       Lightning's per-step ``log`` calls cost more than the model's forward pass on small data;
-    - for the masked (sparse) priors, once at the start of epoch ``rotate_latents_at``, the
+    - for the masked (sparse) priors, once at the start of epoch ``rotate_latents_at`` (set by
+      ``SparseVAE.train``: sVAE+ by default), the
       latent space is rotated to the orientation in which the perturbations' mean shifts are
       sparsest (:mod:`sparsevae.module._rotation`): the networks' function is unchanged, every
       mask is switched back on and Adam's moments restart. Gradient descent finds this
