@@ -311,7 +311,8 @@ class SparseVAE(
         rotate_latents
             Once, when the KL warm-up ends (at most half-way through training), turn the latent
             space to the orientation in which the perturbations' mean latent shifts are
-            sparsest (smallest L1 norm), then go on training; masks start again from all on.
+            sparsest (smallest L1 norm), then go on training; every mask restarts
+            undecided (pi = 0.5).
             The fit of the data does not change (the decoder takes the rotation back); only the
             sparse prior can tell orientations apart, and gradient descent turns towards its
             preferred one slowly. On the paper's simulation this lifted the MCC of runs stuck

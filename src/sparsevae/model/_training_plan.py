@@ -37,7 +37,7 @@ class SparseVAETrainingPlan(TrainingPlan):
       ``SparseVAE.train``: sVAE+ by default), the
       latent space is rotated to the orientation in which the perturbations' mean shifts are
       sparsest (:mod:`sparsevae.module._rotation`): the networks' function is unchanged, every
-      mask is switched back on and Adam's moments restart. Gradient descent finds this
+      mask restarts undecided (pi = 0.5) and Adam's moments restart. Gradient descent finds this
       orientation only slowly;
     - before every optimiser step the loss and all gradients are checked: a NaN or infinite
       value stops training with a :class:`~sparsevae.model.NonFiniteLossError` naming the term

@@ -246,9 +246,12 @@ class MaskedPrior(DensePrior):
     @torch.no_grad()
     def rotate(self, rotation: torch.Tensor, shifts: torch.Tensor, rows: torch.Tensor) -> None:
         """As :meth:`DensePrior.rotate`; the masks no longer match the new axes, so every edge
-        is switched back on (``logit_init``) and sparsity prunes again."""
+        restarts undecided (logit 0, pi = 0.5). From there the first steps' gradients already
+        point each edge to the side of 0.5 where the sparsity term's optimum lies; restarting
+        from ``logit_init`` (all on) needed hundreds of steps to prune again, more than short
+        runs on small data have left after the warm-up."""
         super().rotate(rotation, shifts, rows)
-        self.logits.fill_(self.logit_init)
+        self.logits.fill_(0.0)
 
     def _log_one_minus_pi(self) -> torch.Tensor:
         # log(1 - sigmoid(l)) = logsigmoid(-l): finite for the clamped logits.
