@@ -64,6 +64,24 @@ def test_training_loss_is_the_negative_binomial_likelihood_of_scvis_decoder(adat
     np.testing.assert_allclose(reconstruction.detach(), expected, rtol=1e-9)
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_training_path_encodes_as_scvis_encoder(adata, training):
+    """The training step runs scvi's Encoder layer by layer (no covariate concatenation, no
+    argument checks): the same q(z | x) as calling the Encoder, dropout masks included."""
+    sv.SparseVAE.setup_anndata(adata, perturbation_key="perturbation", control="control")
+    module = sv.SparseVAE(adata, n_latent=4, n_hidden=16, dropout_rate=0.3).module
+    module.train(training)
+    x = next(iter(sv.SparseVAE(adata)._make_data_loader(adata=adata, batch_size=64)))["X"]
+    torch.manual_seed(0)
+    expected, _ = module.z_encoder(torch.log1p(x))
+    torch.manual_seed(0)
+    qz = module._encode(x)
+    assert torch.equal(qz.loc, expected.loc) and torch.equal(qz.scale, expected.scale)
+    if training:  # dropout was active: a different seed gives a different q
+        torch.manual_seed(1)
+        assert not torch.equal(module._encode(x).loc, expected.loc)
+
+
 def test_save_load_gives_identical_outputs(trained, tmp_path):
     model, data = trained
     model.save(tmp_path / "model")

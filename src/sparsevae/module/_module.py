@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from scvi.distributions import NegativeBinomial
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
-from scvi.nn import DecoderSCVI, Encoder
+from scvi.nn import DecoderSCVI, Encoder, FCLayers
 from torch.distributions import Normal
 
 from sparsevae._constants import MODULE_KEYS, PRIORS, REGISTRY_KEYS
@@ -53,6 +53,20 @@ def nb_log_prob(x: torch.Tensor, log_mu: torch.Tensor, log_theta: torch.Tensor) 
         + (x * log_mu).sum(dim=-1)
         - ((x + theta) * log_theta_mu).sum(dim=-1)
     )
+
+
+def _run_layers(fc_layers: FCLayers, x: torch.Tensor) -> torch.Tensor:
+    """``FCLayers`` without covariates on a 2-d input: its layers in order.
+
+    The same function as ``FCLayers.forward`` there, without its concatenation of the input
+    with an empty covariate list at every linear layer (a copy of the activations, forward
+    and backward, four times a step).
+    """
+    for layers in fc_layers.fc_layers:
+        for layer in layers:
+            if layer is not None:
+                x = layer(x)
+    return x
 
 
 def _perturbation_codes(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -172,11 +186,27 @@ class SparseShiftVAE(BaseModuleClass):
     def inference(self, x: torch.Tensor, n_samples: int = 1) -> dict:
         """q(z | x) from log1p counts; ``library`` is the observed log library size."""
         library = torch.log(x.sum(dim=1, keepdim=True))
-        qz, z = self.z_encoder(torch.log1p(x))
+        qz = self._encode(x)
         if n_samples > 1:
             z = qz.rsample((n_samples,))
             library = library.expand(n_samples, -1, -1)
+        else:
+            z = qz.rsample()
         return {MODULE_KEYS.QZ_KEY: qz, MODULE_KEYS.Z_KEY: z, MODULE_KEYS.LIBRARY_KEY: library}
+
+    def _encode(self, x: torch.Tensor) -> Normal:
+        """q(z | x) from counts: scvi's ``Encoder`` on log1p counts, run layer by layer.
+
+        The same distribution as ``self.z_encoder(torch.log1p(x))`` (tested), without drawing
+        the sample the encoder draws and built without ``Normal``'s argument checks (the
+        variance is positive by construction, and the checks synchronise on every call). This
+        is the training step's path; the evaluation paths, run once per cell, keep calling
+        ``z_encoder`` so that their random draws stay those of earlier versions.
+        """
+        encoder = self.z_encoder
+        hidden = _run_layers(encoder.encoder, torch.log1p(x))
+        variance = encoder.var_activation(encoder.var_encoder(hidden)) + encoder.var_eps
+        return Normal(encoder.mean_encoder(hidden), variance.sqrt(), validate_args=False)
 
     @auto_move_data
     def generative(
@@ -282,10 +312,11 @@ class SparseShiftVAE(BaseModuleClass):
                 hidden = torch.addmm(b, hidden, w.t()).relu_()
             logits = torch.addmm(bias, hidden, weight.t())
             return torch.log_softmax(logits, dim=-1).reshape(*lead, -1)
-        cat = ()
         if self.n_batch > 1 and batch_index is not None:
-            cat = (batch_index.expand(*lead, 1).reshape(-1, 1),)
-        hidden = self.decoder.px_decoder(z_flat, *cat)
+            cat = batch_index.expand(*lead, 1).reshape(-1, 1)
+            hidden = self.decoder.px_decoder(z_flat, cat)
+        else:
+            hidden = _run_layers(self.decoder.px_decoder, z_flat)
         logits = self.decoder.px_scale_decoder[0](hidden)  # the Linear before scvi's Softmax
         return torch.log_softmax(logits, dim=-1).reshape(*lead, -1)
 
