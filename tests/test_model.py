@@ -69,9 +69,10 @@ def test_training_path_encodes_as_scvis_encoder(adata, training):
     """The training step runs scvi's Encoder layer by layer (no covariate concatenation, no
     argument checks): the same q(z | x) as calling the Encoder, dropout masks included."""
     sv.SparseVAE.setup_anndata(adata, perturbation_key="perturbation", control="control")
-    module = sv.SparseVAE(adata, n_latent=4, n_hidden=16, dropout_rate=0.3).module
+    model = sv.SparseVAE(adata, n_latent=4, n_hidden=16, dropout_rate=0.3)
+    module = model.module
     module.train(training)
-    x = next(iter(sv.SparseVAE(adata)._make_data_loader(adata=adata, batch_size=64)))["X"]
+    x = next(iter(model._make_data_loader(adata=adata, batch_size=64)))["X"]
     torch.manual_seed(0)
     expected, _ = module.z_encoder(torch.log1p(x))
     torch.manual_seed(0)
