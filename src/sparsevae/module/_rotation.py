@@ -94,26 +94,25 @@ def sparse_rotation(
     target = shifts.detach().to(torch.float64)
     n_latent = target.shape[1]
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    best_norm, best = float("inf"), torch.eye(n_latent, dtype=torch.float64)
+    # All starts are optimised together, as one batch of generators: the summed norm's
+    # gradient with respect to each start's generator is that start's own, and Adam works
+    # element by element, so every start follows the path it would alone, in one loop.
+    starts = torch.zeros(n_starts, n_latent, n_latent, dtype=torch.float64)
+    for start in range(1, n_starts):
+        starts[start] = 0.5 * torch.randn(
+            n_latent, n_latent, dtype=torch.float64, generator=generator
+        )
+    skew = starts.to(target.device).requires_grad_(True)
+    optimizer = torch.optim.Adam([skew], lr=lr)
     with torch.enable_grad():
-        for start in range(n_starts):
-            generator_init = torch.zeros(n_latent, n_latent, dtype=torch.float64)
-            if start > 0:
-                generator_init = 0.5 * torch.randn(
-                    n_latent, n_latent, dtype=torch.float64, generator=generator
-                )
-            skew = generator_init.to(target.device).requires_grad_(True)
-            optimizer = torch.optim.Adam([skew], lr=lr)
-            for _ in range(n_steps):
-                optimizer.zero_grad()
-                norm = (target @ torch.linalg.matrix_exp(skew - skew.T)).abs().sum()
-                norm.backward()
-                optimizer.step()
-            with torch.no_grad():
-                rotation = torch.linalg.matrix_exp(skew - skew.T)
-                norm = float((target @ rotation).abs().sum())
-            if norm < best_norm:
-                best_norm, best = norm, rotation
+        for _ in range(n_steps):
+            optimizer.zero_grad()
+            norms = (target @ torch.linalg.matrix_exp(skew - skew.mT)).abs().sum(dim=(1, 2))
+            norms.sum().backward()
+            optimizer.step()
+    rotations = torch.linalg.matrix_exp(skew.detach() - skew.detach().mT)
+    norms = (target @ rotations).abs().sum(dim=(1, 2))
+    best = rotations[int(norms.argmin())]  # the first of equal minima, as a loop would
     return _closest_to_identity(best).to(device=shifts.device, dtype=shifts.dtype)
 
 
