@@ -35,6 +35,7 @@ import torch
 
 import sparsevae as sv
 from sparsevae._quiet import QUIET_TRAINER, silence_lightning
+from sparsevae.evaluate import effect_correlations, mean_log_expression
 
 RESULTS = Path(__file__).parent / "results"
 KEY, CONTROL = "perturbation", "control"
@@ -48,20 +49,10 @@ def eligible_pairs(labels: pd.Series) -> list[str]:
     return sorted(label for label in names if "+" in label and set(label.split("+")) <= names)
 
 
-def lognorm_mean(adata) -> np.ndarray:
-    """Mean log1p(counts per 10,000) per gene."""
-    counts = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
-    return np.log1p(1e4 * counts / counts.sum(axis=1, keepdims=True)).mean(axis=0)
-
-
-def correlations(predicted: np.ndarray, observed: np.ndarray, n_top: int = 20) -> tuple:
-    """Pearson over all genes and the top DE genes; NaN when nothing is predicted to change."""
-    top = np.argsort(-np.abs(observed))[:n_top]
-
-    def pearson(a, b):
-        return float(np.corrcoef(a, b)[0, 1]) if np.std(a) > 0 else float("nan")
-
-    return pearson(predicted, observed), pearson(predicted[top], observed[top])
+def correlations(predicted: np.ndarray, observed: np.ndarray) -> tuple[float, float]:
+    """Pearson over all genes and the top 20 DE genes (NaN where nothing is predicted)."""
+    r = effect_correlations(predicted, observed)
+    return r["pearson_all_genes"], r["pearson_top20_de"]
 
 
 def effect(model, control, perturbation) -> np.ndarray:
@@ -134,7 +125,7 @@ def main() -> None:
         transfer = adata[np.sort(transfer_cells)].copy()
         evaluation = adata[np.sort(eval_cells)].copy()
         control = train[train.obs[KEY] == CONTROL].copy()
-        control_mean = lognorm_mean(control)
+        control_mean = mean_log_expression(control)
 
         additive = fit(train.copy(), "+", args, seed)
         one_label = fit(train.copy(), None, args, seed).transfer(transfer, sparse=False)
@@ -147,7 +138,7 @@ def main() -> None:
             nll = model.get_interventional_nll(evaluation.copy(), n_particles=args.n_particles)
             for pair in held_out:
                 cells = eval_labels == pair
-                observed = lognorm_mean(evaluation[cells]) - control_mean
+                observed = mean_log_expression(evaluation[cells]) - control_mean
                 r_all, r_top = correlations(effect(model, control, pair), observed)
                 rows.append(
                     {
@@ -164,7 +155,7 @@ def main() -> None:
         for single in additive.perturbation_names:
             if (labels == single).sum() == 0:
                 continue  # only seen in pairs
-            observed = lognorm_mean(train[train.obs[KEY] == single]) - control_mean
+            observed = mean_log_expression(train[train.obs[KEY] == single]) - control_mean
             r_all, r_top = correlations(effect(additive, control, single), observed)
             single_rows.append(
                 {

@@ -237,9 +237,34 @@ def test_report_rows_and_no_heldout_cell_in_training(monkeypatch):
     assert set(table.loc[table["role"] == EXCLUDED, "cell"]) == set(
         data.obs_names[data.obs["perturbation"].astype(str) == "P5"]
     )
+    assert report.loc[report["method"] == "vae", "pearson_all_genes"].isna().all()
+    assert report["pearson_all_genes"].dropna().between(-1, 1).all()
     summary = sv.evaluate.summarize_interventional_nll(report)
     assert set(summary.index) == {"svae+", "vae"}
     assert list(summary.columns) == ["one", "two", "all"]
+
+
+def test_report_correlates_predicted_with_observed_change():
+    data = small_simulation(n_cells_per_perturbation=60)
+    report = sv.evaluate.interventional_nll_report(
+        data,
+        methods=("svae+", "ivae", "vae"),
+        heldout=HELDOUT,
+        max_epochs=40,
+        n_particles=2,
+        n_latent=4,
+        n_top_genes=None,
+        model_kwargs={"n_hidden": 16},
+    )
+    effects = report.set_index(["method", "perturbation"])[["pearson_all_genes"]]
+    # the VAE learns no shift: nothing to predict from
+    assert effects.loc["vae"]["pearson_all_genes"].isna().all()
+    summary = sv.evaluate.summarize_effect_correlations(report)
+    assert set(summary.index) == {"svae+", "ivae"}
+    assert (summary["n_predicted"] == 2).all() and (summary["n_no_change"] == 0).all()
+    # transferred shifts point the way the held-out cells moved
+    assert (summary["pearson_all_genes"] > 0.3).all()
+    assert (summary["pearson_top20_de"] > 0.3).all()
 
 
 def test_report_rejects_bad_input_before_training():
@@ -303,6 +328,8 @@ def test_cli_report_writes_markdown_csv_and_figures(tmp_path, capsys):
     assert set(report["split"]) == {"cluster_0", "cluster_1"}
     text = (out / "report.md").read_text()
     assert "Mean interventional NLL per held-out split" in text
+    assert "Predicted vs observed mean change" in text
+    assert {"pearson_all_genes", "pearson_top20_de"} <= set(report.columns)
     assert "| svae+" in text
     for name in ("interventional_nll.png", "perturbation_clusters.png", "splits.csv"):
         assert (out / name).stat().st_size > 0
@@ -336,3 +363,10 @@ def test_transferred_model_saves_and_loads(fitted, tmp_path):
     np.testing.assert_allclose(
         loaded.get_interventional_nll(heldout.copy(), n_particles=5), first, rtol=1e-6
     )
+
+
+def test_vae_shifts_without_control_cells_name_the_problem():
+    train, heldout = _split_data(small_simulation())
+    model = _fit(train, prior="standard", epochs=1)
+    with pytest.raises(ValueError, match="no control cells"):
+        model.get_perturbation_shifts(train[train.obs["perturbation"] != "control"].copy())

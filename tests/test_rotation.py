@@ -41,7 +41,6 @@ def test_sparse_rotation_keeps_an_already_sparse_orientation():
     assert torch.allclose(rotation.abs(), torch.eye(5, dtype=rotation.dtype), atol=0.02)
 
 
-
 def test_sparse_rotation_returns_the_sparsest_start():
     # Random starts can only help: the best of several is at least as sparse as the identity
     # start alone (here strictly: a random start wins).
@@ -52,6 +51,7 @@ def test_sparse_rotation_returns_the_sparsest_start():
     several = sparse_rotation(shifts, n_starts=6, n_steps=60)
     assert (shifts @ several).abs().sum() < (shifts @ alone).abs().sum() - 1e-6
     np.testing.assert_allclose((several @ several.T).numpy(), np.eye(6), atol=1e-10)
+
 
 def _model(data=None, **train_kwargs):
     data = small_simulation() if data is None else data

@@ -160,6 +160,13 @@ def _markdown_report(
         .rename(columns={"n_cells": "n_eval_cells"})
         .reset_index()
     )
+    effects = sv.evaluate.summarize_effect_correlations(report)
+    per_perturbation_effects = report.pivot_table(
+        index=["split", "perturbation"],
+        columns="method",
+        values="pearson_all_genes",
+        dropna=False,
+    ).reset_index()
     notes = report.loc[report["note"] != "", ["split", "perturbation", "note"]].drop_duplicates()
     splits = {name: split["heldout"] for name, split in report.attrs["splits"].items()}
     lines = [
@@ -191,6 +198,21 @@ def _markdown_report(
         "## Per perturbation",
         "",
         per_perturbation.to_markdown(index=False, floatfmt=".2f"),
+        "",
+        "## Predicted vs observed mean change",
+        "",
+        "Pearson correlation of each transferred model's predicted change of mean log1p(counts "
+        "per 10,000) from control (on training control cells) with the evaluation cells' "
+        "observed change, over all genes and over the 20 genes with the largest observed "
+        "change; mean over held-out perturbations and seeds. NaN for the VAE and beta-VAE, "
+        "which learn no shift to predict from, and (`n_no_change`) where a model predicts no "
+        "change.",
+        "",
+        effects.to_markdown(floatfmt=".3f"),
+        "",
+        "Per perturbation (all genes):",
+        "",
+        per_perturbation_effects.to_markdown(index=False, floatfmt=".3f"),
         "",
     ]
     if len(notes):

@@ -17,11 +17,16 @@ from sparsevae._constants import METHODS
 from sparsevae._quiet import QUIET_TRAINER
 from sparsevae.model._fields import validate_counts
 
+from ._effects import effect_correlations, mean_log_expression
 from ._identifiability import method_kwargs
 from ._splits import EVALUATION, EXCLUDED, TRAIN, TRANSFER, HeldoutSplit, make_splits
 
 logger = logging.getLogger(__name__)
 
+#: Control cells on which a held-out perturbation's effect is predicted (a seeded sample when
+#: there are more): enough for a mean over cells, bounded for screens with many controls.
+MAX_CONTROL_CELLS = 2000
+_EFFECT_COLUMNS = ("pearson_all_genes", "pearson_top20_de")
 #: Columns of :func:`interventional_nll_report`, in order.
 REPORT_COLUMNS = [
     "method",
@@ -33,6 +38,7 @@ REPORT_COLUMNS = [
     "interventional_nll",
     "interventional_nll_sem",
     "n_particles",
+    *_EFFECT_COLUMNS,
     "note",
 ]
 
@@ -96,8 +102,9 @@ def _fit_transfer_score(
     sparse_transfer: bool,
     model_kwargs: dict,
     train_kwargs: dict,
-) -> np.ndarray:
-    """Train ``method`` on the training cells, transfer, return the NLL of each evaluation cell."""
+) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
+    """Train ``method`` on the training cells, transfer; return the NLL of each evaluation cell
+    and, with a control label, each held-out perturbation's effect correlations."""
     from sparsevae.model import SparseVAE
 
     obs_keys = (perturbation_key, batch_key)
@@ -113,7 +120,46 @@ def _fit_transfer_score(
     model = model.transfer(transfer, sparse=use_sparse, **QUIET_TRAINER)
     evaluation = _fresh(adata, np.flatnonzero(roles == EVALUATION), genes, layer, obs_keys)
     scvi.settings.seed = int(seed)
-    return model.get_interventional_nll(evaluation, n_particles=n_particles)
+    nll = model.get_interventional_nll(evaluation, n_particles=n_particles)
+    effects = {}
+    # Only a learned shift predicts an unseen perturbation; the VAE's (prior "standard") are
+    # the transfer cells' empirical latent means, not a prediction.
+    if control is not None and model.module.prior.has_shift:
+        labels = adata.obs[perturbation_key].astype(str).to_numpy()
+        controls = np.flatnonzero((roles == TRAIN) & (labels == control))
+        effects = _effect_correlations(
+            model,
+            adata,
+            evaluation,
+            controls,
+            genes,
+            seed,
+            perturbation_key=perturbation_key,
+            layer=layer,
+            obs_keys=obs_keys,
+        )
+    return nll, effects
+
+
+def _effect_correlations(
+    model, adata, evaluation, controls, genes, seed, *, perturbation_key, layer, obs_keys
+) -> dict[str, dict[str, float]]:
+    """Per held-out perturbation in ``evaluation``: correlations of the model's predicted mean
+    change (on up to ``MAX_CONTROL_CELLS`` training control cells) with the evaluation cells'
+    observed change from all training control cells (:mod:`sparsevae.evaluate._effects`)."""
+    control_cells = _fresh(adata, controls, genes, layer, obs_keys)
+    control_mean = mean_log_expression(control_cells)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.permutation(len(controls))[:MAX_CONTROL_CELLS])
+    labels = evaluation.obs[perturbation_key].astype(str).to_numpy()
+    effects = {}
+    for perturbation in np.unique(labels):
+        observed = mean_log_expression(evaluation[labels == perturbation]) - control_mean
+        predicted = model.get_treatment_effect(
+            control_cells, perturbation=perturbation, indices=sample, library_size=1e4, log1p=True
+        )
+        effects[perturbation] = effect_correlations(predicted.to_numpy(), observed)
+    return effects
 
 
 def _evaluate_split(
@@ -137,9 +183,9 @@ def _evaluate_split(
         for seed in seeds:
             progress.set_description(f"{split.name} · {method} · seed {seed}")
             start = time.perf_counter()
-            nll = np.empty(0)
+            nll, effects = np.empty(0), {}
             if len(evaluation_labels):
-                nll = _fit_transfer_score(adata, roles, genes, method, seed, **fit_kwargs)
+                nll, effects = _fit_transfer_score(adata, roles, genes, method, seed, **fit_kwargs)
             logger.info(
                 "%s %s seed %d: %.1f s", split.name, method, seed, time.perf_counter() - start
             )
@@ -160,6 +206,7 @@ def _evaluate_split(
                             float(values.std(ddof=1) / np.sqrt(n_eval)) if n_eval > 1 else np.nan
                         ),
                         "n_particles": fit_kwargs["n_particles"],
+                        **effects.get(perturbation, dict.fromkeys(_EFFECT_COLUMNS, np.nan)),
                         "note": (
                             ""
                             if n_eval
@@ -245,7 +292,13 @@ def interventional_nll_report(
     Tidy DataFrame, one row per (method, seed, split, held-out perturbation), with the
     columns ``REPORT_COLUMNS``: ``n_cells`` (evaluation cells), ``n_transfer_cells``,
     ``interventional_nll`` (mean over the evaluation cells, nats per cell) and its standard
-    error, and a ``note`` for perturbations too small to evaluate (NLL is NaN; never dropped).
+    error, ``pearson_all_genes`` and ``pearson_top20_de`` (Pearson correlation of the
+    transferred model's predicted mean change, on training control cells, with the evaluation
+    cells' observed change from control, over all selected genes and over the 20 with the
+    largest observed change: :func:`effect_correlations`; NaN without a control label, for the
+    VAE and beta-VAE, which learn no shift to predict from, and where a model predicts no
+    change), and a ``note`` for perturbations too small to evaluate (NLL is NaN; never
+    dropped).
     ``report.attrs["splits"]`` stores each split (:meth:`HeldoutSplit.to_dict`: held-out
     perturbations and the names of their transfer, evaluation and excluded cells; all other
     cells trained) and ``report.attrs["split_params"]`` how it was drawn;
@@ -323,6 +376,24 @@ def summarize_interventional_nll(report: pd.DataFrame) -> pd.DataFrame:
     overall = scored.groupby(["method", "seed"])["interventional_nll"].mean()
     table["all"] = overall.groupby("method").mean()
     return table.sort_values("all")
+
+
+def summarize_effect_correlations(report: pd.DataFrame) -> pd.DataFrame:
+    """Mean effect correlations per method, over the (perturbation, seed) rows that have one.
+
+    Columns: the means of ``pearson_all_genes`` and ``pearson_top20_de``, ``n_predicted`` (rows
+    with a correlation) and ``n_no_change`` (scored rows without one: the model predicts no
+    change for that perturbation). Methods with no correlation at all (the VAE and beta-VAE,
+    which learn no shift; any method without a control label) are left out. Sorted by the
+    correlation over all genes, best first.
+    """
+    scored = report.dropna(subset=["interventional_nll"])
+    grouped = scored.groupby("method")
+    table = grouped[list(_EFFECT_COLUMNS)].mean()
+    table["n_predicted"] = grouped["pearson_all_genes"].count()
+    table["n_no_change"] = grouped.size() - table["n_predicted"]
+    table = table[table["n_predicted"] > 0]
+    return table.sort_values("pearson_all_genes", ascending=False)
 
 
 def split_table(report: pd.DataFrame) -> pd.DataFrame:

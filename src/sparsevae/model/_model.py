@@ -439,6 +439,13 @@ class SparseVAE(
         z = self.get_latent_representation(adata, batch_size=batch_size)
         labels = adata.obs[self._perturbation_registry.original_key].astype(str).to_numpy()
         means = pd.DataFrame(z, columns=self.latent_names).groupby(labels).mean()
+        if self.control is not None and self.control not in means.index:
+            raise ValueError(
+                f"adata has no control cells (label {self.control!r}), and without a learned "
+                "shift (prior 'standard') a perturbation's shift is its cells' mean latent "
+                "minus control's. Pass adata= with control cells (after transfer, the model's "
+                "own data are the transfer cells only)."
+            )
         reference = means.loc[self.control] if self.control is not None else z.mean(axis=0)
         shifts = means.reindex(self.perturbation_names) - reference
         return self._select(shifts.rename_axis("perturbation"), perturbations)
