@@ -161,12 +161,12 @@ def _markdown_report(
         .reset_index()
     )
     effects = sv.evaluate.summarize_effect_correlations(report)
-    per_perturbation_effects = report.pivot_table(
-        index=["split", "perturbation"],
-        columns="method",
-        values="pearson_all_genes",
-        dropna=False,
-    ).reset_index()
+    per_perturbation_effects = (
+        report.groupby(["split", "perturbation", "method"])["pearson_all_genes"]
+        .mean()  # over seeds
+        .unstack("method")[list(effects.index)]
+        .reset_index()
+    )
     notes = report.loc[report["note"] != "", ["split", "perturbation", "note"]].drop_duplicates()
     splits = {name: split["heldout"] for name, split in report.attrs["splits"].items()}
     lines = [
