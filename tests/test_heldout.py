@@ -329,6 +329,9 @@ def test_cli_report_writes_markdown_csv_and_figures(tmp_path, capsys):
     text = (out / "report.md").read_text()
     assert "Mean interventional NLL per held-out split" in text
     assert "Predicted vs observed mean change" in text
+    effects_table = text.split("Per perturbation (all genes):")[1].split("## Figures")[0]
+    rows = [line for line in effects_table.splitlines() if line.startswith("| cluster_")]
+    assert len(rows) == len(report.drop_duplicates(["split", "perturbation"]))  # held-out only
     assert {"pearson_all_genes", "pearson_top20_de"} <= set(report.columns)
     assert "| svae+" in text
     for name in ("interventional_nll.png", "perturbation_clusters.png", "splits.csv"):
