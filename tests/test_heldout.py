@@ -369,7 +369,7 @@ def test_transferred_model_saves_and_loads(fitted, tmp_path):
 
 
 def test_vae_shifts_without_control_cells_name_the_problem():
-    train, heldout = _split_data(small_simulation())
+    train, _ = _split_data(small_simulation())
     model = _fit(train, prior="standard", epochs=1)
     with pytest.raises(ValueError, match="no control cells"):
         model.get_perturbation_shifts(train[train.obs["perturbation"] != "control"].copy())
