@@ -39,6 +39,7 @@ import torch
 import sparsevae as sv
 from sparsevae._quiet import QUIET_TRAINER, silence_lightning
 from sparsevae.evaluate import effect_correlations, mean_log_expression
+from sparsevae.evaluate._effects import TARGET_SUM
 
 RESULTS = Path(__file__).parent / "results"
 KEY, CONTROL = "perturbation", "control"
@@ -68,12 +69,13 @@ def correlations(predicted: np.ndarray, observed: np.ndarray) -> tuple[float, fl
     return r["pearson_all_genes"], r["pearson_top20_de"]
 
 
-def score(model, data, labels: dict[str, str], *, evaluation, control, n_particles) -> list:
+def score(
+    model, data, labels: dict[str, str], *, evaluation, control, control_mean, n_particles
+) -> list:
     """Per held-out pair: interventional NLL of its evaluation cells (``data``: ``evaluation``,
     labelled as the model knows the pair, ``labels[pair]``) and effect correlations."""
     nll = model.get_interventional_nll(data.copy(), n_particles=n_particles)
     eval_labels = evaluation.obs[KEY].astype(str).to_numpy()
-    control_mean = mean_log_expression(control)
     rows = []
     for pair, label in labels.items():
         cells = eval_labels == pair
@@ -94,7 +96,7 @@ def score(model, data, labels: dict[str, str], *, evaluation, control, n_particl
 
 def effect(model, control, perturbation) -> np.ndarray:
     return model.get_treatment_effect(
-        control.copy(), perturbation=perturbation, library_size=1e4, log1p=True
+        control.copy(), perturbation=perturbation, library_size=TARGET_SUM, log1p=True
     ).to_numpy()
 
 
@@ -167,7 +169,12 @@ def main() -> None:
         additive = fit(train.copy(), "+", args, seed)
         one_label = fit(train.copy(), None, args, seed).transfer(transfer, sparse=False)
         same = {pair: pair for pair in held_out}
-        context = {"evaluation": evaluation, "control": control, "n_particles": args.n_particles}
+        context = {
+            "evaluation": evaluation,
+            "control": control,
+            "control_mean": control_mean,
+            "n_particles": args.n_particles,
+        }
         scored = {
             ZERO_SHOT: score(additive, evaluation, same, **context),
             ONE_LABEL: score(one_label, evaluation, same, **context),

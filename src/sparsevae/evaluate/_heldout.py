@@ -17,7 +17,7 @@ from sparsevae._constants import METHODS
 from sparsevae._quiet import QUIET_TRAINER
 from sparsevae.model._fields import validate_counts
 
-from ._effects import effect_correlations, mean_log_expression
+from ._effects import TARGET_SUM, effect_correlations, mean_log_expression
 from ._identifiability import method_kwargs
 from ._splits import EVALUATION, EXCLUDED, TRAIN, TRANSFER, HeldoutSplit, make_splits
 
@@ -156,7 +156,11 @@ def _effect_correlations(
     for perturbation in np.unique(labels):
         observed = mean_log_expression(evaluation[labels == perturbation]) - control_mean
         predicted = model.get_treatment_effect(
-            control_cells, perturbation=perturbation, indices=sample, library_size=1e4, log1p=True
+            control_cells,
+            perturbation=perturbation,
+            indices=sample,
+            library_size=TARGET_SUM,
+            log1p=True,
         )
         effects[perturbation] = effect_correlations(predicted.to_numpy(), observed)
     return effects
