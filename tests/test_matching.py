@@ -52,9 +52,17 @@ def test_unseen_perturbations(trained):
     labels = data.obs["perturbation"].astype(str).to_numpy()
     labels[labels == "P5"] = "P9"
     data.obs["perturbation"] = labels
-    # The encoder does not read labels: cells of new perturbations can be embedded.
-    z = model.get_latent_representation(data)
+    # The encoder does not read labels: cells of new perturbations can be embedded, and the
+    # user is told which labels are new and which calls need transfer first.
+    with pytest.warns(UserWarning, match=r"not learned: \['P9'\]\. get_latent_representation") as w:
+        z = model.get_latent_representation(data)
     assert z.shape == (data.n_obs, 4) and np.isfinite(z).all()
+    assert "get_interventional_nll" in str(w[0].message) and "transfer" in str(w[0].message)
+    with pytest.warns(UserWarning, match=r"\['P9'\]\. get_latent_gene_loadings does not use"):
+        model.get_latent_gene_loadings(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # known labels only: no warning
+        model.get_latent_representation(fresh())
     # Anything that evaluates p(z | a) needs the perturbation to be learned first.
     for getter in (model.get_elbo, model.get_reconstruction_error, model.get_marginal_ll):
         with pytest.raises(ValueError, match=r"has not learned the perturbation\(s\) \['P9'\]"):

@@ -1,7 +1,7 @@
 """AnnData-facing models."""
 
 from ._guards import NonFiniteLossError
-from ._model import SparseVAE
+from ._model import SparseVAE, default_max_epochs
 from ._training_plan import SparseVAETrainingPlan
 
-__all__ = ["NonFiniteLossError", "SparseVAE", "SparseVAETrainingPlan"]
+__all__ = ["NonFiniteLossError", "SparseVAE", "SparseVAETrainingPlan", "default_max_epochs"]

@@ -13,7 +13,7 @@ from anndata import AnnData
 
 from sparsevae._constants import REGISTRY_KEYS
 
-from ._matching import check_same_genes, model_genes
+from ._matching import check_same_genes, model_genes, warn_unknown_perturbations
 
 #: Columns of :meth:`InterpretationMixin.get_latent_gene_loadings`.
 LOADING_COLUMNS = ["latent", "gene", "log2_fold_change", "expression_per_10k"]
@@ -90,6 +90,7 @@ class InterpretationMixin:
             raise ValueError(f"shift must be a finite non-zero number, got {shift!r}.")
         adata = self._validate_anndata(adata)
         check_same_genes(model_genes(self), adata)
+        warn_unknown_perturbations(self, adata, "get_latent_gene_loadings")
         self.module.eval()
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         effects, proportions, n_cells = 0.0, 0.0, 0

@@ -8,7 +8,9 @@ a shape error, and unknown perturbations would index past the prior's rows.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -76,12 +78,53 @@ def unknown_perturbation_error(model: SparseVAE, unknown: Sequence[str]) -> Valu
     )
 
 
-def check_known_perturbations(model: SparseVAE, adata: AnnData) -> None:
-    """Raise if ``adata`` (registered with the model) holds perturbations it has not learned."""
+def unknown_perturbations(model: SparseVAE, adata: AnnData) -> list[str]:
+    """Labels (singles, for combination setups) of ``adata`` that the model has not learned.
+
+    ``adata`` must be registered with the model; registration appends unseen labels after the
+    ones the prior has rows for.
+    """
     mapping = model.get_anndata_manager(adata, required=True).get_state_registry(
         REGISTRY_KEYS.PERTURBATION_KEY
     )["categorical_mapping"]
-    unseen = [str(c) for c in mapping[model.module.prior.n_perturbations :]]
+    return [str(c) for c in mapping[model.module.prior.n_perturbations :]]
+
+
+#: Getters that evaluate p(z | a), so refuse perturbations the model has not learned.
+NEEDS_PRIOR = (
+    "get_perturbation_shifts (prior 'standard')",
+    "predict",
+    "get_treatment_effect",
+    "get_elbo",
+    "get_marginal_ll",
+    "get_reconstruction_error",
+    "get_interventional_nll",
+)
+
+
+def warn_unknown_perturbations(model: SparseVAE, adata: AnnData, getter: str) -> None:
+    """Warn that ``adata`` holds labels the model has not learned, at a getter that needs none.
+
+    The encoder reads counts only, so such getters are right for any cells; the warning says
+    which labels are new and which calls need :meth:`~sparsevae.SparseVAE.transfer` first.
+    """
+    unseen = unknown_perturbations(model, adata)
+    if not unseen:
+        return
+    warnings.warn(
+        f"adata holds {len(unseen)} perturbation(s) the model has not learned: "
+        f"{unseen[:10]}{' ...' if len(unseen) > 10 else ''}. {getter} does not use the labels "
+        "(the encoder reads counts only), so its result is valid for these cells. The calls "
+        f"that use p(z | a) refuse them: {', '.join(NEEDS_PRIOR)}; learn the new "
+        "perturbations first with `model = model.transfer(adata)`.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def check_known_perturbations(model: SparseVAE, adata: AnnData) -> None:
+    """Raise if ``adata`` (registered with the model) holds perturbations it has not learned."""
+    unseen = unknown_perturbations(model, adata)
     if unseen and model.combination_delimiter is not None:
         key = model._perturbation_registry.original_key
         labels = adata.obs[key].astype(str).to_numpy()
@@ -171,7 +214,27 @@ class DataChecksMixin:
             check_saved_model_fits(
                 dir_path, adata, prefix=kwargs.get("prefix"), backup_url=kwargs.get("backup_url")
             )
+        elif not (Path(dir_path) / f"{kwargs.get('prefix') or ''}adata.h5ad").exists():
+            raise ValueError(
+                f"{dir_path} holds a model saved without its data, so load needs adata=...: "
+                "the training data or other cells with the model's genes in the model's order "
+                "(and perturbations it knows). To keep the data with the model, save it with "
+                "model.save(dir_path, save_anndata=True)."
+            )
         return super().load(dir_path, adata=adata, **kwargs)
+
+    def get_latent_representation(self, adata: AnnData | None = None, *args, **kwargs):
+        """As scvi-tools' ``get_latent_representation`` (posterior means by default).
+
+        The encoder reads counts only, so any cells with the model's genes work; cells with
+        perturbations the model has not learned get a ``UserWarning`` naming them and the
+        calls that need :meth:`transfer` first.
+        """
+        if adata is not None:
+            warn_unknown_perturbations(
+                self, self._validate_anndata(adata), "get_latent_representation"
+            )
+        return super().get_latent_representation(adata, *args, **kwargs)
 
     # Getters that evaluate p(z | a) need every perturbation of ``adata`` to be known.
     def get_elbo(self, adata: AnnData | None = None, *args, **kwargs):

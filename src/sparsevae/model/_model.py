@@ -34,6 +34,24 @@ logger = logging.getLogger(__name__)
 _DDP_WITHOUT_UNUSED_PARAMETERS = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
 
 
+def default_max_epochs(n_cells: int, epochs_cap: int = 400, decay_at_n_cells: int = 20_000) -> int:
+    """Training epochs when ``train`` is given none: scvi-tools' heuristic, at least 2.
+
+    ``epochs_cap`` epochs up to ``decay_at_n_cells`` cells, then ``epochs_cap *
+    decay_at_n_cells / n_cells`` (about 8 million cell passes in all). scvi-tools 1.4 keeps
+    its own copy of this rule private (``scvi.model._utils``), so it is restated here. The
+    floor of 2 leaves sVAE+ one epoch before and one after its latent rotation.
+
+    Examples
+    --------
+    >>> default_max_epochs(3_000), default_max_epochs(100_000), default_max_epochs(10**7)
+    (400, 80, 2)
+    """
+    if n_cells < 1:
+        raise ValueError(f"n_cells must be positive, got {n_cells}.")
+    return max(2, min(epochs_cap, round(epochs_cap * decay_at_n_cells / n_cells)))
+
+
 class SparseVAE(
     InterpretationMixin, DataChecksMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass
 ):
@@ -291,8 +309,9 @@ class SparseVAE(
         Parameters
         ----------
         max_epochs
-            Passes over the data; default from scvi-tools' heuristic (400 for up to 20,000
-            cells, fewer for more).
+            Passes over the data; default :func:`default_max_epochs` (scvi-tools' rule: 400
+            for up to 20,000 cells, then ``400 * 20,000 / n_cells``, so that every default
+            run takes about the same number of steps; at least 2).
         batch_size
             Minibatch size. On seed 0 of the paper's simulation, batch 256 with ``lr=2e-3``
             reached MCC 0.91 in 300 epochs; batch 256 with ``lr=1e-3`` gave 0.72 in 250.
@@ -345,9 +364,8 @@ class SparseVAE(
         number of threads give identical results.
         """
         if max_epochs is None:
-            from scvi.model import get_max_epochs_heuristic
-
-            max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
+            max_epochs = default_max_epochs(self.adata.n_obs)
+            logger.info("max_epochs not given: %d for %d cells.", max_epochs, self.adata.n_obs)
         warmup = None if n_epochs_kl_warmup is None else min(n_epochs_kl_warmup, max_epochs)
         prior = self.module.prior
         if rotate_latents and not prior.has_mask:

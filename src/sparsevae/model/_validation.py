@@ -26,6 +26,17 @@ MIN_CELLS_PER_PERTURBATION = 10
 _MAX_LOG_VALUE = 20.0
 # Strings that missing labels become after ``astype(str)``.
 _MISSING_AS_TEXT = {"nan", "NaN", "None", "<NA>", "NA"}
+#: Labels (lower case) that usually mean unperturbed cells; with control=None they get a warning.
+_CONTROL_NAMES = {
+    "control",
+    "ctrl",
+    "non-targeting",
+    "nontargeting",
+    "non_targeting",
+    "nt",
+    "negative_control",
+    "unperturbed",
+}
 _SHOWN = 5
 
 
@@ -317,6 +328,18 @@ def validate_perturbations(adata: AnnData, perturbation_key: str, control: str |
             "control cells and pass control=..., or pass the column with per-cell "
             "perturbation labels."
         )
+    if control is None:
+        looks_like_control = [c for c in categories if c.strip().lower() in _CONTROL_NAMES]
+        if looks_like_control:
+            warnings.warn(
+                f"control=None, but adata.obs[{perturbation_key!r}] has the label "
+                f"{looks_like_control[0]!r}, which looks like unperturbed cells. Without "
+                "control=..., it is treated as a perturbation with a shift of its own, and "
+                f"there is no reference: pass control={looks_like_control[0]!r} if these "
+                "cells are unperturbed.",
+                UserWarning,
+                stacklevel=3,
+            )
     looks_missing = sorted(_MISSING_AS_TEXT.intersection(categories))
     if looks_missing:
         warnings.warn(

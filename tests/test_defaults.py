@@ -1,0 +1,301 @@
+"""Every public function, method and CLI subcommand, called with only its required arguments.
+
+Defaults are the product: a default that crashes (an import that scvi-tools 1.4 does not
+export, a dependency that is not declared) must fail here, on a tiny screen, rather than on a
+user's machine. Each call is checked for what it returns, not only that it ran.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import warnings
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+
+import sparsevae as sv
+from sparsevae import cli
+from sparsevae.model import default_max_epochs
+
+from .conftest import small_simulation
+
+# The public namespaces and every name they export; a new public name without a call below
+# fails test_every_public_name_is_called.
+NAMESPACES = ("data", "tl", "pl", "metrics", "evaluate")
+CALLED = {
+    "data": {"norman2019_subset", "simulate_sparse_shift"},
+    "tl": {"cluster_perturbations", "write_results"},
+    "pl": {
+        "graph_comparison",
+        "interventional_nll",
+        "latent_genes",
+        "mask_heatmap",
+        "perturbation_clusters",
+        "training_history",
+    },
+    "metrics": {"graph_scores", "linear_r2", "match_latents", "mean_correlation_coefficient"},
+    "evaluate": {
+        "HeldoutSplit",
+        "effect_correlations",
+        "identifiability_report",
+        "interventional_nll_report",
+        "make_splits",
+        "mean_log_expression",
+        "method_kwargs",
+        "split_table",
+        "summarize_effect_correlations",
+        "summarize_interventional_nll",
+    },
+}
+
+
+def tiny_screen():
+    """Four perturbations and control, 20 cells each, 16 genes: seconds per default run."""
+    return small_simulation(
+        n_perturbations=4, n_cells_per_perturbation=20, n_latent=3, n_genes=16, decoder_width=8
+    )
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    """sVAE+ with every default: ``SparseVAE(adata)``, then ``train()`` with no arguments.
+
+    The setup names the control label, as every real screen does (see
+    test_setup_without_control_warns_about_a_control_like_label for the required-only call).
+    """
+    adata = tiny_screen()
+    scvi.settings.seed = 0
+    sv.SparseVAE.setup_anndata(adata, perturbation_key="perturbation", control="control")
+    model = sv.SparseVAE(adata)
+    model.train()
+    return model, adata
+
+
+@pytest.fixture(scope="module")
+def default_report():
+    """``interventional_nll_report(adata)`` with every default (five methods, clusters)."""
+    return sv.evaluate.interventional_nll_report(tiny_screen())
+
+
+def test_every_public_name_is_called():
+    for namespace in NAMESPACES:
+        exported = set(getattr(sv, namespace).__all__)
+        assert exported == CALLED[namespace], namespace
+
+
+def test_default_max_epochs_follows_scvi_tools_rule():
+    assert default_max_epochs(210) == 400
+    assert default_max_epochs(20_000) == 400
+    assert default_max_epochs(100_000) == 80
+    assert default_max_epochs(10**8) == 2  # floor: one epoch before, one after the rotation
+    with pytest.raises(ValueError, match="n_cells"):
+        default_max_epochs(0)
+
+
+def test_setup_without_control_warns_about_a_control_like_label():
+    adata = tiny_screen()
+    with pytest.warns(UserWarning, match=r"control=None, but .* has the label 'control'"):
+        sv.SparseVAE.setup_anndata(adata, perturbation_key="perturbation")
+    model = sv.SparseVAE(adata, n_hidden=8)
+    assert model.control is None and "control" in model.perturbation_names
+    relabelled = tiny_screen()
+    relabelled.obs["perturbation"] = relabelled.obs["perturbation"].cat.rename_categories(
+        {"control": "P9"}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no control-like label: no warning
+        sv.SparseVAE.setup_anndata(relabelled, perturbation_key="perturbation")
+
+
+def test_train_without_arguments_chooses_the_epochs(default_model):
+    model, adata = default_model
+    assert model.is_trained_
+    assert len(model.history["elbo_train"]) == default_max_epochs(adata.n_obs) == 400
+    assert np.isfinite(model.history["elbo_train"].to_numpy(dtype=float)).all()
+
+
+def test_model_getters_with_required_arguments_only(default_model, tmp_path):
+    model, adata = default_model
+    n_pert, n_latent = 4, 15
+    z = model.get_latent_representation()
+    assert z.shape == (adata.n_obs, n_latent) and np.isfinite(z).all()
+    pi = model.get_mask_probabilities()
+    assert pi.shape == (n_pert, n_latent)
+    assert ((pi.to_numpy() >= 0) & (pi.to_numpy() <= 1)).all()
+    targets = model.get_intervention_targets()
+    assert targets.dtypes.eq(bool).all() and targets.equals(pi > 0.5)
+    shifts = model.get_perturbation_shifts()
+    assert shifts.shape == (n_pert, n_latent)
+    assert (shifts.to_numpy()[~targets.to_numpy()] == 0).all()
+    table = model.get_target_table()
+    assert list(table.columns) == ["perturbation", "latent", "pi", "shift"]
+    assert len(table) == targets.to_numpy().sum()
+    loadings = model.get_latent_gene_loadings()
+    assert len(loadings) == n_latent * adata.n_vars
+    assert np.isfinite(loadings["log2_fold_change"]).all()
+    nll = model.get_interventional_nll()
+    assert nll.shape == (adata.n_obs,) and np.isfinite(nll).all() and (nll > 0).all()
+    assert np.isfinite(float(model.get_elbo()))
+    assert np.isfinite(float(model.get_marginal_ll()))
+    errors = model.get_reconstruction_error()
+    assert errors and all(np.isfinite(float(value)) for value in errors.values())
+
+
+def test_prediction_getters_with_required_arguments_only(default_model):
+    model, adata = default_model
+    first = model.perturbation_names[0]
+    shift = model.get_combination_shift(first)
+    assert shift.equals(model.get_perturbation_shifts().loc[first].rename(shift.name))
+    predicted = model.predict(perturbation=first)
+    assert predicted.shape == adata.shape
+    np.testing.assert_allclose(np.asarray(predicted.X).sum(axis=1), 1.0, rtol=1e-4)
+    effect = model.get_treatment_effect(perturbation=first)
+    assert effect.shape == (adata.n_vars,) and np.isfinite(effect).all()
+
+
+def test_transfer_save_and_load_with_required_arguments_only(default_model, tmp_path):
+    model, adata = default_model
+    new = small_simulation(
+        n_perturbations=6, n_cells_per_perturbation=20, n_latent=3, n_genes=16, decoder_width=8
+    )
+    new = new[new.obs["perturbation"].isin(["P4", "P5"])].copy()
+    transferred = model.transfer(new)
+    assert transferred.perturbation_names == [*model.perturbation_names, "P4", "P5"]
+    model.save(tmp_path / "model")
+    with pytest.raises(ValueError, match=r"saved without its data, so load needs adata="):
+        sv.SparseVAE.load(tmp_path / "model")
+    model.save(tmp_path / "with_data", save_anndata=True)
+    assert sv.SparseVAE.load(tmp_path / "with_data").adata.n_obs == adata.n_obs
+    loaded = sv.SparseVAE.load(tmp_path / "model", adata=adata)
+    np.testing.assert_array_equal(
+        loaded.get_latent_representation(), model.get_latent_representation()
+    )
+
+
+def test_tools_and_plots_with_required_arguments_only(default_model, default_report):
+    model, adata = default_model
+    data = adata.copy()
+    sv.tl.write_results(data, model)
+    assert data.obsm["X_sparsevae"].shape == (data.n_obs, 15)
+    clusters = sv.tl.cluster_perturbations(data)
+    assert set(clusters.index) == set(model.perturbation_names)
+    assert data.obs["perturbation_cluster"].notna().all()
+    plt.close("all")
+    plots = [
+        lambda: sv.pl.mask_heatmap(data),
+        lambda: sv.pl.training_history(model),
+        lambda: sv.pl.latent_genes(model.get_latent_gene_loadings()),
+        lambda: sv.pl.graph_comparison(
+            data.uns["true_targets"],
+            model.get_mask_probabilities(),
+            data.obsm["z_true"],
+            data.obsm["X_sparsevae"],
+        ),
+        lambda: sv.pl.interventional_nll(default_report),
+        lambda: sv.pl.perturbation_clusters(data),
+    ]
+    for number, plot in enumerate(plots, start=1):
+        assert plot() is None  # shown (scanpy's convention without save=), not returned
+        assert len(plt.get_fignums()) == number  # each drew one figure
+    plt.close("all")
+
+
+def test_data_and_metrics_with_required_arguments_only():
+    adata = sv.data.simulate_sparse_shift()
+    assert adata.n_obs > 0 and adata.uns["true_targets"].shape[1] == adata.obsm["z_true"].shape[1]
+    norman = sv.data.norman2019_subset()
+    assert norman.n_obs > 0 and "control" in set(norman.obs["perturbation"])
+    rng = np.random.default_rng(0)
+    z_true = rng.normal(size=(200, 3))
+    z = z_true[:, [2, 0, 1]] * [1, -2, 3]
+    assert sv.metrics.mean_correlation_coefficient(z_true, z) == pytest.approx(1.0)
+    assert sv.metrics.linear_r2(z_true, z) == pytest.approx(1.0)
+    assert list(sv.metrics.match_latents(z_true, z)[1]) == [1, 2, 0]
+    truth = pd.DataFrame(np.eye(3, dtype=int), columns=["a", "b", "c"])
+    pi = pd.DataFrame(np.eye(3)[:, [2, 0, 1]], columns=["x", "y", "z"])
+    scores = sv.metrics.graph_scores(truth, pi, z_true, z)
+    assert scores["f1"] == pytest.approx(1.0)
+
+
+def test_evaluate_with_required_arguments_only(default_report):
+    report = default_report
+    assert set(report["method"]) == {"svae+", "svae", "ivae", "beta-vae", "vae"}
+    assert np.isfinite(report["interventional_nll"]).all()
+    summary = sv.evaluate.summarize_interventional_nll(report)
+    assert set(summary.index) == set(report["method"]) and "all" in summary.columns
+    assert len(sv.evaluate.summarize_effect_correlations(report)) > 0
+    assert set(sv.evaluate.split_table(report)["split"]) == set(report["split"])
+    adata = tiny_screen()
+    splits = sv.evaluate.make_splits(adata)
+    assert splits and all(isinstance(s, sv.evaluate.HeldoutSplit) for s in splits)
+    split = sv.evaluate.HeldoutSplit(splits[0].name, splits[0].heldout, splits[0].roles)
+    assert split.to_dict() == splits[0].to_dict()
+    expression = sv.evaluate.mean_log_expression(adata)
+    assert expression.shape == (adata.n_vars,)
+    assert sv.evaluate.method_kwargs("svae+") == {"prior": "spike_slab"}
+    change = np.arange(30.0)
+    assert sv.evaluate.effect_correlations(change, 2 * change)["pearson_all_genes"] == 1.0
+    identifiability = sv.evaluate.identifiability_report(adata)
+    assert len(identifiability) == 5
+    assert identifiability["mcc_pearson"].between(0, 1).all()
+
+
+def test_cli_subcommands_with_required_arguments_only(tmp_path, monkeypatch, capsys):
+    data = tiny_screen()
+    path = tmp_path / "screen.h5ad"
+    data.write_h5ad(path)
+    required = [str(path), "--perturbation-key", "perturbation"]
+
+    assert cli.main(["fit", *required, "--out", str(tmp_path / "fit")]) == 0
+    summary = json.loads((tmp_path / "fit" / "summary.json").read_text())
+    assert summary["n_perturbations"] == 5  # no --control: 'control' is a perturbation too
+    assert sv.SparseVAE.load(tmp_path / "fit" / "model", adata=data).is_trained_
+
+    assert cli.main(["report", *required, "--out", str(tmp_path / "report")]) == 0
+    report_md = (tmp_path / "report" / "report.md").read_text()
+    assert "Mean interventional NLL" in report_md and "svae+" in report_md
+
+    # `demo --out` alone runs the paper's d = 15 simulation (minutes per method): keep its
+    # code path and defaults, on a tiny simulation.
+    tiny = {
+        "simulation": {
+            "n_perturbations": 4,
+            "n_cells_per_perturbation": 20,
+            "n_latent": 3,
+            "n_genes": 16,
+            "decoder_width": 8,
+        },
+        "max_epochs": 5,
+    }
+    monkeypatch.setitem(cli.DEMO_SETTINGS, "full", tiny)
+    assert cli.main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    metrics = pd.read_csv(tmp_path / "demo" / "metrics.csv")
+    assert list(metrics["method"]) == ["svae+", "svae", "ivae", "beta-vae", "vae"]
+    assert "mcc_pearson" in capsys.readouterr().out
+
+
+def test_public_methods_are_listed():
+    """The model methods called above are all the public ones SparseVAE defines itself."""
+    own = {
+        name
+        for cls in sv.SparseVAE.__mro__
+        if cls.__module__.startswith("sparsevae")
+        for name, member in vars(cls).items()
+        if not name.startswith("_") and inspect.isfunction(member)
+    }
+    called = {
+        "get_combination_shift", "get_elbo", "get_intervention_targets",
+        "get_interventional_nll", "get_latent_gene_loadings", "get_latent_representation",
+        "get_marginal_ll", "get_mask_probabilities", "get_perturbation_shifts",
+        "get_reconstruction_error", "get_target_table", "get_treatment_effect", "predict",
+        "train", "transfer",
+    }  # fmt: skip
+    assert own <= called, own - called
