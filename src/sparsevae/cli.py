@@ -285,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="simulate, fit sVAE+ and baselines, print metrics")
     demo.add_argument("--out", required=True, help="output directory")
-    demo.add_argument("--quick", action="store_true", help="a small simulation (under a minute on 2 CPU cores)")
+    demo.add_argument(
+        "--quick", action="store_true", help="a small simulation (under a minute on 2 CPU cores)"
+    )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--max-epochs", type=int, default=None)
     demo.add_argument(
