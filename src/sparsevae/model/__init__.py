@@ -2,6 +2,13 @@
 
 from ._guards import NonFiniteLossError
 from ._model import SparseVAE, default_max_epochs
+from ._safe_load import UnsafeModelFileError
 from ._training_plan import SparseVAETrainingPlan
 
-__all__ = ["NonFiniteLossError", "SparseVAE", "SparseVAETrainingPlan", "default_max_epochs"]
+__all__ = [
+    "NonFiniteLossError",
+    "SparseVAE",
+    "SparseVAETrainingPlan",
+    "UnsafeModelFileError",
+    "default_max_epochs",
+]

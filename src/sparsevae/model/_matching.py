@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -140,19 +139,13 @@ def check_known_perturbations(model: SparseVAE, adata: AnnData) -> None:
         raise unknown_perturbation_error(model, unseen)
 
 
-def check_saved_model_fits(
-    dir_path: str, adata: AnnData, prefix: str | None = None, backup_url: str | None = None
-) -> None:
+def check_saved_model_fits(attr_dict: dict, var_names, adata: AnnData) -> None:
     """Before ``load``: raise if ``adata``'s genes or perturbations do not fit the saved model.
 
-    scvi-tools itself only warns about other genes and then fails with a tensor size mismatch;
-    here the error says which genes or labels differ and what to do.
+    ``attr_dict`` and ``var_names`` are read from the model file. scvi-tools itself only warns
+    about other genes and then fails with a tensor size mismatch; here the error says which
+    genes or labels differ and what to do.
     """
-    from scvi.model.base._save_load import _load_saved_files
-
-    attr_dict, var_names, _, _ = _load_saved_files(
-        dir_path, load_adata=False, prefix=prefix, map_location="cpu", backup_url=backup_url
-    )
     check_same_genes([str(v) for v in var_names], adata)
     registry = attr_dict["registry_"]
     key = registry["setup_args"]["perturbation_key"]
@@ -177,7 +170,8 @@ def check_saved_model_fits(
 
 
 class DataChecksMixin:
-    """The checks above on SparseVAE's entry points for data: ``load`` and getters."""
+    """The checks above on SparseVAE's getters (``load`` uses them through
+    :class:`~sparsevae.model._safe_load.SafeSaveLoadMixin`)."""
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
         """scvi-tools' check that ``adata`` is registered, plus its genes and (if new) counts."""
@@ -187,41 +181,6 @@ class DataChecksMixin:
                 layer = self.registry_["setup_args"].get("layer")
                 validate_counts(adata, layer, warn_empty_genes=False)
         return super()._validate_anndata(adata, copy_if_view=copy_if_view)
-
-    @classmethod
-    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> SparseVAE:
-        """Load a model saved with :meth:`save`.
-
-        Parameters
-        ----------
-        dir_path
-            Directory of the saved model.
-        adata
-            Data to attach (registered with the saved setup); default: the AnnData saved with
-            the model (``save(..., save_anndata=True)``).
-        **kwargs
-            Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``,
-            ``device``, ``prefix``, ...).
-
-        Raises
-        ------
-        ValueError
-            If ``adata``'s genes (names and order) differ from the model's, or it holds
-            perturbations the model has not learned (add them with :meth:`transfer` after
-            loading with the training data).
-        """
-        if adata is not None:
-            check_saved_model_fits(
-                dir_path, adata, prefix=kwargs.get("prefix"), backup_url=kwargs.get("backup_url")
-            )
-        elif not (Path(dir_path) / f"{kwargs.get('prefix') or ''}adata.h5ad").exists():
-            raise ValueError(
-                f"{dir_path} holds a model saved without its data, so load needs adata=...: "
-                "the training data or other cells with the model's genes in the model's order "
-                "(and perturbations it knows). To keep the data with the model, save it with "
-                "model.save(dir_path, save_anndata=True)."
-            )
-        return super().load(dir_path, adata=adata, **kwargs)
 
     def get_latent_representation(self, adata: AnnData | None = None, *args, **kwargs):
         """As scvi-tools' ``get_latent_representation`` (posterior means by default).

@@ -24,6 +24,7 @@ from ._guards import NonFiniteLossError
 from ._interpret import InterpretationMixin
 from ._matching import DataChecksMixin, check_known_perturbations, unknown_perturbation_error
 from ._predict import combination_shift, predict_expression, treatment_effect
+from ._safe_load import SafeSaveLoadMixin
 from ._training_plan import SparseVAETrainingPlan
 from ._transfer import transfer_perturbations
 from ._validation import validate_setup
@@ -53,7 +54,12 @@ def default_max_epochs(n_cells: int, epochs_cap: int = 400, decay_at_n_cells: in
 
 
 class SparseVAE(
-    InterpretationMixin, DataChecksMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass
+    InterpretationMixin,
+    DataChecksMixin,
+    SafeSaveLoadMixin,
+    VAEMixin,
+    UnsupervisedTrainingMixin,
+    BaseModelClass,
 ):
     """Sparse mechanism shift VAE (sVAE+) and its baselines for Perturb-seq counts.
 
