@@ -161,7 +161,7 @@ def test_prediction_getters_with_required_arguments_only(default_model):
     assert effect.shape == (adata.n_vars,) and np.isfinite(effect).all()
 
 
-def test_transfer_save_and_load_with_required_arguments_only(default_model, tmp_path):
+def test_transfer_save_and_load_with_required_arguments_only(default_model, tmp_path, capsys):
     model, adata = default_model
     new = small_simulation(
         n_perturbations=6, n_cells_per_perturbation=20, n_latent=3, n_genes=16, decoder_width=8
@@ -170,6 +170,10 @@ def test_transfer_save_and_load_with_required_arguments_only(default_model, tmp_
     transferred = model.transfer(new)
     assert transferred.perturbation_names == [*model.perturbation_names, "P4", "P5"]
     model.save(tmp_path / "model")
+    registry = sv.SparseVAE.load_registry(tmp_path / "model")
+    assert registry["setup_args"]["control"] == "control"
+    sv.SparseVAE.view_setup_args(tmp_path / "model")
+    assert "perturbation_key" in capsys.readouterr().out
     with pytest.raises(ValueError, match=r"saved without its data, so load needs adata="):
         sv.SparseVAE.load(tmp_path / "model")
     model.save(tmp_path / "with_data", save_anndata=True)
@@ -289,13 +293,14 @@ def test_public_methods_are_listed():
         for cls in sv.SparseVAE.__mro__
         if cls.__module__.startswith("sparsevae")
         for name, member in vars(cls).items()
-        if not name.startswith("_") and inspect.isfunction(member)
+        if not name.startswith("_") and inspect.isfunction(getattr(member, "__func__", member))
     }
     called = {
         "get_combination_shift", "get_elbo", "get_intervention_targets",
         "get_interventional_nll", "get_latent_gene_loadings", "get_latent_representation",
         "get_marginal_ll", "get_mask_probabilities", "get_perturbation_shifts",
         "get_reconstruction_error", "get_target_table", "get_treatment_effect", "predict",
-        "train", "transfer",
+        "train", "transfer", "save", "load", "load_registry", "view_setup_args",
+        "setup_anndata",
     }  # fmt: skip
     assert own <= called, own - called

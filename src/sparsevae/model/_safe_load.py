@@ -348,6 +348,7 @@ class SafeSaveLoadMixin:
     @staticmethod
     def view_setup_args(dir_path: str, prefix: str | None = None, trust_file: bool = False):
         """Print the setup arguments of a saved model (read as :meth:`load_registry`)."""
+        import rich.pretty  # noqa: F401  (scvi-tools 1.4 calls it without importing it)
         from scvi.data import AnnDataManager
 
         registry = SafeSaveLoadMixin.load_registry(dir_path, prefix, trust_file)
