@@ -6,7 +6,18 @@ import torch
 from scipy.stats import beta as beta_distribution
 from torch.distributions import kl_divergence
 
-from sparsevae.module import DensePrior, L1Prior, PerturbationPrior, SpikeSlabPrior
+import sparsevae as sv
+from sparsevae._quiet import QUIET_TRAINER
+from sparsevae.cli import build_parser
+from sparsevae.module import (
+    DensePrior,
+    L1Prior,
+    PerturbationPrior,
+    SpikeSlabPrior,
+    StandardPrior,
+    make_prior,
+)
+from sparsevae.module._priors import PRIOR_CLASSES
 from sparsevae.nn import gumbel_sigmoid
 
 
@@ -74,10 +85,64 @@ def test_dense_and_standard_priors():
     dense = DensePrior(3, 2, control_index=2)
     mean = dense.cell_mean(torch.tensor([0, 2]))
     assert torch.equal(mean[0], dense.mu[0]) and torch.equal(mean[1], torch.zeros(2))
-    assert dense.mask_probabilities() is None
-    standard = PerturbationPrior(3, 2)
+    assert torch.equal(dense.mask_probabilities(), torch.ones(3, 2))  # every latent shifted
+    standard = StandardPrior(3, 2)
     assert standard.cell_mean(torch.tensor([0, 1])).abs().sum() == 0
     assert standard.penalty().item() == 0
+    assert torch.equal(standard.mask_probabilities(), torch.zeros(3, 2))  # none is
+    with pytest.raises(TypeError, match="abstract"):
+        PerturbationPrior(3, 2)  # the protocol is not a prior of its own
+
+
+def test_every_prior_answers_the_protocol():
+    empirical = torch.tensor([[0.0, 0.0], [3.0, -1.0], [0.5, 2.0]])
+    for name, cls in PRIOR_CLASSES.items():
+        prior = make_prior(name, 3, 2, 0, alpha=3.0, temperature=1.0)
+        assert isinstance(prior, cls) and prior.name == name
+        assert prior.mask_probabilities().shape == (3, 2)
+        shifts = prior.evaluation_shifts(lambda: empirical)
+        assert shifts.shape == (3, 2) and prior.edge_shifts(lambda: empirical).shape == (3, 2)
+        targets = prior.targets(shifts, 0.5, 1)
+        assert targets.dtype == torch.bool and targets.shape == (3, 2)
+        assert prior.resolve_rotation(None) is (name == "spike_slab")
+        assert isinstance(prior.hyperparameters(), dict)
+    standard = make_prior("standard", 3, 2, 0)
+    assert torch.equal(standard.evaluation_shifts(lambda: empirical), empirical)
+    assert standard.targets(empirical, 0.5, 1).tolist() == [
+        [True, False],
+        [True, False],
+        [False, True],
+    ]
+    with pytest.raises(ValueError, match="rotate_latents=True needs a sparse prior"):
+        make_prior("dense", 3, 2, 0).resolve_rotation(True)
+    with pytest.raises(ValueError, match="sparse=True learns masks"):
+        standard.check_transfer(True)
+    assert make_prior("l1", 3, 2, 0, alpha=2.0).hyperparameters() == {"alpha": 2.0}
+
+
+def test_a_new_prior_is_one_class_and_one_registry_line(monkeypatch, adata):
+    """A prior that fixes every shift to twice the learned mu, registered and trained."""
+
+    class DoubledPrior(DensePrior):
+        name = "doubled"
+
+        def cell_mean(self, perturbation):
+            return 2.0 * super().cell_mean(perturbation)
+
+    monkeypatch.setitem(PRIOR_CLASSES, "doubled", DoubledPrior)
+    sv.SparseVAE.setup_anndata(adata, perturbation_key="perturbation", control="control")
+    model = sv.SparseVAE(adata, n_latent=4, n_hidden=16, prior="doubled")
+    model.train(max_epochs=2, **QUIET_TRAINER)
+    assert model.prior_name == "doubled"
+    assert model.get_intervention_targets().to_numpy().sum(axis=1).tolist() == [2] * 6
+    assert (
+        "doubled"
+        in build_parser()
+        .parse_args(
+            ["fit", "x.h5ad", "--perturbation-key", "p", "--out", "o", "--prior", "doubled"]
+        )
+        .prior
+    )
 
 
 def test_invalid_prior_parameters():

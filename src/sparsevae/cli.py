@@ -278,6 +278,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``sparsevae`` argument parser."""
+    from sparsevae._constants import PRIORS
+    from sparsevae.module._priors import PRIOR_CLASSES  # the registry: --prior's choices
+
     parser = argparse.ArgumentParser(
         prog="sparsevae", description="Sparse mechanism shift VAE for Perturb-seq screens."
     )
@@ -302,9 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--layer", default=None, help="layer with counts (default: X)")
     fit.add_argument("--batch-key", default=None)
     fit.add_argument("--n-latent", type=int, default=15)
-    fit.add_argument(
-        "--prior", default="spike_slab", choices=["spike_slab", "l1", "dense", "standard"]
-    )
+    fit.add_argument("--prior", default=PRIORS.SPIKE_SLAB, choices=sorted(PRIOR_CLASSES))
     fit.add_argument(
         "--combination-delimiter",
         default=None,

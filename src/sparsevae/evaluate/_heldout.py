@@ -116,15 +116,15 @@ def _fit_transfer_score(
     model = SparseVAE(train, n_latent=n_latent, **{**method_kwargs(method), **model_kwargs})
     model.train(max_epochs=max_epochs, **{**QUIET_TRAINER, **train_kwargs})
     transfer = _fresh(adata, np.flatnonzero(roles == TRANSFER), genes, layer, obs_keys)
-    use_sparse = sparse_transfer and model.module.prior.has_mask
-    model = model.transfer(transfer, sparse=use_sparse, **QUIET_TRAINER)
+    sparse = model.module.prior.effective_sparse_transfer(sparse_transfer)
+    model = model.transfer(transfer, sparse=sparse, **QUIET_TRAINER)
     evaluation = _fresh(adata, np.flatnonzero(roles == EVALUATION), genes, layer, obs_keys)
     scvi.settings.seed = int(seed)
     nll = model.get_interventional_nll(evaluation, n_particles=n_particles)
     effects = {}
     # Only a learned shift predicts an unseen perturbation; the VAE's (prior "standard") are
     # the transfer cells' empirical latent means, not a prediction.
-    if control is not None and model.module.prior.has_shift:
+    if control is not None and model.module.prior.learns_shifts:
         labels = adata.obs[perturbation_key].astype(str).to_numpy()
         controls = np.flatnonzero((roles == TRAIN) & (labels == control))
         effects = _effect_correlations(

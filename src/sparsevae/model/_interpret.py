@@ -153,12 +153,8 @@ class InterpretationMixin:
             raise ValueError(f"threshold must be in [0, 1), got {threshold!r}.")
         targets = self.get_intervention_targets(threshold=threshold, n_top=n_top)
         pi = self.get_mask_probabilities()
-        prior = self.module.prior
-        if prior.has_shift:
-            mu = (prior.mu * prior.is_perturbed.unsqueeze(-1)).detach().cpu().numpy()
-            shifts = self._frame(mu[self._perturbed_rows])
-        else:
-            shifts = self.get_perturbation_shifts()
+        edge_shifts = self._category_shifts(None, None, "edge_shifts")
+        shifts = self._frame(edge_shifts[self._perturbed_rows])
         rows = [
             (perturbation, latent, float(pi.loc[perturbation, latent]), float(value))
             for perturbation in self.perturbation_names

@@ -373,15 +373,7 @@ class SparseVAE(
             max_epochs = default_max_epochs(self.adata.n_obs)
             logger.info("max_epochs not given: %d for %d cells.", max_epochs, self.adata.n_obs)
         warmup = None if n_epochs_kl_warmup is None else min(n_epochs_kl_warmup, max_epochs)
-        prior = self.module.prior
-        if rotate_latents and not prior.has_mask:
-            raise ValueError(
-                f"rotate_latents=True needs a sparse prior ('spike_slab' or 'l1'); the "
-                f"{prior.name!r} prior is the same for every rotation of the latent space. "
-                "Leave rotate_latents unset."
-            )
-        if rotate_latents is None:
-            rotate_latents = prior.name == PRIORS.SPIKE_SLAB
+        rotate_latents = self.module.prior.resolve_rotation(rotate_latents)
         rotate_at = None
         if rotate_latents and max_epochs >= 2:
             rotate_at = max(1, min(warmup or max_epochs // 6, max_epochs // 2))
@@ -430,12 +422,7 @@ class SparseVAE(
         DataFrame perturbations × latents with values in [0, 1].
         """
         self._check_if_trained(warn=True)
-        prior = self.module.prior
-        n_rows = len(self._categories)
-        if prior.has_mask:
-            pi = prior.mask_probabilities().detach().cpu().numpy()
-        else:
-            pi = np.full((n_rows, self.module.n_latent), 1.0 if prior.has_shift else 0.0)
+        pi = self.module.prior.mask_probabilities().detach().cpu().numpy()
         return self._frame(pi[self._perturbed_rows], perturbations)
 
     @torch.inference_mode()
@@ -454,10 +441,22 @@ class SparseVAE(
         to the model. ``perturbations`` selects rows, as in :meth:`get_mask_probabilities`.
         """
         self._check_if_trained(warn=True)
-        prior = self.module.prior
-        if prior.has_shift:
-            shifts = prior.shifts().detach().cpu().numpy()
-            return self._frame(shifts[self._perturbed_rows], perturbations)
+        shifts = self._category_shifts(adata, batch_size, "evaluation_shifts")
+        return self._frame(shifts[self._perturbed_rows], perturbations)
+
+    @torch.inference_mode()
+    def _category_shifts(self, adata, batch_size, readout: str) -> np.ndarray:
+        """The prior's ``readout`` (``evaluation_shifts`` / ``edge_shifts``) for every category,
+        (n_categories, n_latent); priors that learn no shift get the data's (see below)."""
+
+        def empirical() -> torch.Tensor:
+            return torch.as_tensor(self._empirical_shifts(adata, batch_size))
+
+        return getattr(self.module.prior, readout)(empirical).detach().cpu().numpy()
+
+    def _empirical_shifts(self, adata: AnnData | None, batch_size: int | None) -> np.ndarray:
+        """Mean latent of each category's cells in ``adata`` minus that of control (of all
+        cells without control); NaN for categories without cells, 0 for control."""
         adata = self._validate_anndata(adata)
         check_known_perturbations(self, adata)
         z = self.get_latent_representation(adata, batch_size=batch_size)
@@ -471,8 +470,10 @@ class SparseVAE(
                 "own data are the transfer cells only)."
             )
         reference = means.loc[self.control] if self.control is not None else z.mean(axis=0)
-        shifts = means.reindex(self.perturbation_names) - reference
-        return self._select(shifts.rename_axis("perturbation"), perturbations)
+        shifts = (means.reindex(self._categories) - reference).to_numpy(dtype=np.float32)
+        if self._control_index is not None:
+            shifts[self._control_index] = 0.0
+        return shifts
 
     def get_intervention_targets(
         self,
@@ -486,14 +487,10 @@ class SparseVAE(
         with the largest absolute shift per perturbation (the paper's readout).
         ``perturbations`` selects rows, as in :meth:`get_mask_probabilities`.
         """
-        if self.module.prior.has_mask:
-            return self.get_mask_probabilities(perturbations) > threshold
-        shifts = self.get_perturbation_shifts().abs().to_numpy()
-        n_top = min(n_top, shifts.shape[1])
-        top = np.argsort(-shifts, axis=1)[:, :n_top]
-        targets = np.zeros_like(shifts, dtype=bool)
-        np.put_along_axis(targets, top, True, axis=1)
-        return self._frame(targets, perturbations)
+        self._check_if_trained(warn=True)
+        shifts = torch.as_tensor(self._category_shifts(None, None, "evaluation_shifts"))
+        targets = self.module.prior.targets(shifts, threshold, n_top).cpu().numpy()
+        return self._frame(targets[self._perturbed_rows], perturbations)
 
     # ---- held-out perturbations ----------------------------------------------------------
     def transfer(
@@ -535,11 +532,7 @@ class SparseVAE(
         A new :class:`SparseVAE` whose ``adata`` is ``adata``. For ``"standard"`` priors (VAE,
         beta-VAE) there is nothing to learn: the copy only knows the new labels.
         """
-        if sparse and not self.module.prior.has_mask:
-            raise ValueError(
-                f"sparse=True learns masks, but prior={self.prior_name!r} has none; use "
-                "sparse=False."
-            )
+        self.module.prior.check_transfer(sparse)
         return transfer_perturbations(
             self,
             adata,

@@ -56,14 +56,8 @@ class SparseVAETrainingPlan(TrainingPlan):
         then train under the same prior that evaluation uses, without Gumbel noise. ``None``
         keeps sampling masks to the end.
     rotate_latents_at
-        Epoch at whose start the latent space is given its sparsest orientation (masked priors
-        only; ignored in transfer mode). ``None``: never.
-    transfer_rows
-        Transfer mode: train only these rows (category codes) of the prior's parameters.
-        Encoder, decoder, dispersion and all other rows stay bitwise fixed: the networks run in
-        eval mode (batch-norm statistics are not updated), their gradients are never computed,
-        and the frozen rows' gradients are zeroed before each step (with no weight decay, Adam
-        then leaves them untouched).
+        Epoch at whose start the latent space is given its sparsest orientation (priors that
+        can rotate, see ``PerturbationPrior.can_rotate``). ``None``: never.
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``, ...).
     """
@@ -75,13 +69,10 @@ class SparseVAETrainingPlan(TrainingPlan):
         lr_prior: float | None = None,
         freeze_masks_at: float | None = None,
         rotate_latents_at: int | None = None,
-        transfer_rows: list[int] | None = None,
         **kwargs,
     ):
         if freeze_masks_at is not None and not 0 <= freeze_masks_at <= 1:
             raise ValueError(f"freeze_masks_at must be in [0, 1] or None, got {freeze_masks_at}.")
-        if transfer_rows is not None:
-            kwargs["weight_decay"] = 0.0
         super().__init__(module, **kwargs)
         self.lr_prior = lr_prior
         self.freeze_masks_at = freeze_masks_at
@@ -90,27 +81,9 @@ class SparseVAETrainingPlan(TrainingPlan):
         self._last_good: LastGoodParameters | None = None
         self._trained_params: list[torch.nn.Parameter] = []
         self._current_step = None
-        self._row_mask = None
-        if transfer_rows is not None:
-            n_rows = module.prior.n_perturbations
-            row_mask = torch.zeros(n_rows, 1)
-            row_mask[list(transfer_rows)] = 1.0
-            self._row_mask = row_mask
-            self._requires_grad = {n: p.requires_grad for n, p in module.named_parameters()}
-            for name, param in module.named_parameters():
-                param.requires_grad_(name.startswith("prior.") and param.shape[0] == n_rows)
-
-    # ---- transfer mode -------------------------------------------------------------------
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self._row_mask is not None:
-            self.module.eval()  # frozen networks: no batch-norm updates; masks still sampled
-            self.module.prior.train(mode)
-        return self
 
     def on_train_start(self):
-        if self.module.prior.has_mask:
-            self.module.prior.masks_frozen = False
+        self.module.prior.start_training()
         self._last_good = LastGoodParameters(self.module)
         self._trained_params = [p for p in self.module.parameters() if p.requires_grad]
         self._last_good_step: int | None = None  # None: the parameters training started from
@@ -118,16 +91,15 @@ class SparseVAETrainingPlan(TrainingPlan):
     def on_train_epoch_start(self):
         if self.current_epoch == self.rotate_latents_at:
             self._rotate_latents()
-        prior = self.module.prior
-        if self.freeze_masks_at is None or not prior.has_mask or prior.masks_frozen:
+        if self.freeze_masks_at is None:
             return
         if self.current_epoch >= int(self.freeze_masks_at * self.trainer.max_epochs):
-            prior.masks_frozen = True
+            self.module.prior.freeze_masks()
 
     def _rotate_latents(self) -> None:
         """Give the latent space its sparsest orientation (see ``rotate_latents_at``)."""
         module = self.module
-        if not module.prior.has_mask or module.prior.masks_frozen or self._row_mask is not None:
+        if not module.prior.can_rotate():
             return
         module.eval()
         sums, counts = latent_shift_sums(module, self.trainer.train_dataloader)
@@ -147,16 +119,6 @@ class SparseVAETrainingPlan(TrainingPlan):
     def on_train_end(self):
         self._last_good = None  # release the copy
         self._trained_params = []
-        if self._row_mask is not None:
-            for name, param in self.module.named_parameters():
-                param.requires_grad_(self._requires_grad[name])
-
-    def on_after_backward(self):
-        if self._row_mask is None:
-            return
-        for param in self.module.prior.parameters():
-            if param.grad is not None:
-                param.grad.mul_(self._row_mask.to(param.grad.device))
 
     # ---- optimisation --------------------------------------------------------------------
     def configure_optimizers(self):
@@ -313,3 +275,49 @@ class SparseVAETrainingPlan(TrainingPlan):
             self._sums.pop(_VALIDATION, None)
             where = f"the validation of epoch {self.current_epoch} (after step {self.global_step})"
             self._raise_nonfinite(term, terms, where, sums="validation")
+
+
+class TransferTrainingPlan(SparseVAETrainingPlan):
+    """Training of new perturbations' prior rows only (sparse transfer, ``SparseVAE.transfer``).
+
+    Encoder, decoder, dispersion and all other rows stay bitwise fixed: the networks run in
+    eval mode (batch-norm statistics are not updated), their gradients are never computed, and
+    the frozen rows' gradients are zeroed before each step (with no weight decay, Adam then
+    leaves them untouched). The latent space is never rotated.
+
+    Parameters
+    ----------
+    module
+        A trained :class:`~sparsevae.module.SparseShiftVAE` whose prior has the new rows.
+    transfer_rows
+        Rows (category codes) of the prior's parameters to train.
+    **kwargs
+        As for :class:`SparseVAETrainingPlan`.
+    """
+
+    def __init__(self, module, *, transfer_rows: list[int], **kwargs):
+        kwargs.update(weight_decay=0.0, rotate_latents_at=None)
+        super().__init__(module, **kwargs)
+        n_rows = module.prior.n_perturbations
+        row_mask = torch.zeros(n_rows, 1)
+        row_mask[list(transfer_rows)] = 1.0
+        self._row_mask = row_mask
+        self._requires_grad = {n: p.requires_grad for n, p in module.named_parameters()}
+        for name, param in module.named_parameters():
+            param.requires_grad_(name.startswith("prior.") and param.shape[0] == n_rows)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.module.eval()  # frozen networks: no batch-norm updates; masks still sampled
+        self.module.prior.train(mode)
+        return self
+
+    def on_after_backward(self):
+        for param in self.module.prior.parameters():
+            if param.grad is not None:
+                param.grad.mul_(self._row_mask.to(param.grad.device))
+
+    def on_train_end(self):
+        super().on_train_end()
+        for name, param in self.module.named_parameters():
+            param.requires_grad_(self._requires_grad[name])

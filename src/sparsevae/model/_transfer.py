@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 from anndata import AnnData
 
 from ._matching import check_same_genes, model_genes
+from ._training_plan import TransferTrainingPlan
 from ._validation import validate_counts
 
 if TYPE_CHECKING:
@@ -52,8 +52,6 @@ def transfer_perturbations(
     **train_kwargs,
 ) -> SparseVAE:
     """See :meth:`sparsevae.SparseVAE.transfer`."""
-    from sparsevae.module._priors import _MAX_LOGIT
-
     model._check_if_trained(warn=False)
     if adata.n_obs == 0:
         raise ValueError("adata has no cells: transfer needs cells of the new perturbations.")
@@ -64,9 +62,8 @@ def transfer_perturbations(
     cls.register_manager(manager)
 
     params = {**model.init_params_["non_kwargs"], **model.init_params_["kwargs"]}
-    old_prior = model.module.prior
-    if hasattr(old_prior, "alpha"):
-        params["alpha"] = old_prior.alpha  # keep the trained model's sparsity, not K + new
+    # Keep the trained prior's options (e.g. its sparsity alpha, not K + the new ones).
+    params.update(model.module.prior.hyperparameters())
     new = cls(adata, **params)
     old_names, new_categories = model._categories, new._categories
     if new_categories[: len(old_names)] != old_names:  # the field appends; never reorders
@@ -85,28 +82,24 @@ def transfer_perturbations(
     new.module.to(model.device)
     new.module.eval()
     new.is_trained_ = True
-    if not added or not new.module.prior.has_shift:
-        return new  # VAE / beta-VAE: the prior has nothing to learn
-
+    if not added:
+        return new
     rows = [new_categories.index(name) for name in added]
-    prior = new.module.prior
-    with torch.no_grad():
-        # With encoder and decoder frozen, mu enters the objective only through
-        # sum_cells KL(q(z|x) || N(mu, I)), minimised by the mean of the posterior means: the
-        # exact optimum of the paper's gamma = 1 transfer, and the start of the sparse one.
-        means = _latent_means_by_perturbation(new, adata, added, batch_size)
-        prior.mu[rows] = torch.as_tensor(means, device=prior.mu.device)
-        if prior.has_mask:
-            logit = prior.logit_init if sparse else _MAX_LOGIT
-            prior.logits[rows] = logit
-    if sparse and prior.has_mask:
-        new.train(
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            lr_prior=lr_prior,
-            n_epochs_kl_warmup=None,
-            train_size=1.0,
-            plan_kwargs={"transfer_rows": rows},
-            **train_kwargs,
-        )
+    needs_training = new.module.prior.init_transfer(
+        rows, lambda: _latent_means_by_perturbation(new, adata, added, batch_size), sparse
+    )
+    if needs_training:
+        new._training_plan_cls = TransferTrainingPlan  # this run only
+        try:
+            new.train(
+                max_epochs=max_epochs,
+                batch_size=batch_size,
+                lr_prior=lr_prior,
+                n_epochs_kl_warmup=None,
+                train_size=1.0,
+                plan_kwargs={"transfer_rows": rows},
+                **train_kwargs,
+            )
+        finally:
+            del new._training_plan_cls
     return new

@@ -7,6 +7,7 @@ from ._priors import (
     MaskedPrior,
     PerturbationPrior,
     SpikeSlabPrior,
+    StandardPrior,
     make_prior,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "PerturbationPrior",
     "SparseShiftVAE",
     "SpikeSlabPrior",
+    "StandardPrior",
     "make_prior",
 ]

@@ -157,8 +157,8 @@ class SparseShiftVAE(BaseModuleClass):
             n_perturbations,
             n_latent,
             control_index,
-            alpha,
-            temperature,
+            alpha=alpha,
+            temperature=temperature,
             estimator=mask_estimator,
         )
 

@@ -22,6 +22,8 @@ singles' shifts: ``sum_t gamma_t * mu_t``.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +41,18 @@ MASK_ESTIMATORS = ("exact", "gumbel")
 _MAX_LOGIT = math.log((1.0 - _PROB_EPS) / _PROB_EPS)
 
 
-class PerturbationPrior(nn.Module):
-    """Base class: p(z | a) = N(shift(a), I) with shift(a) = 0 (the standard prior).
+class PerturbationPrior(nn.Module, ABC):
+    """The prior protocol: p(z | a) = N(shift(a), I), and every question callers ask of it.
+
+    A prior answers, without callers branching on which one it is: the per-cell prior
+    (:meth:`cell_mean`, :meth:`distribution`, :meth:`kl`), its global term (:meth:`penalty`),
+    the readouts of the model's getters (:meth:`mask_probabilities`,
+    :meth:`evaluation_shifts`, :meth:`edge_shifts`, :meth:`targets`), the training schedule
+    (:meth:`start_training`, :meth:`freeze_masks`, :meth:`resolve_rotation`,
+    :meth:`can_rotate`), transfer to new perturbations (:meth:`check_transfer`,
+    :meth:`effective_sparse_transfer`, :meth:`init_transfer`) and its hyperparameters
+    (:meth:`hyperparameters`). Adding a prior is one subclass and one line of
+    :data:`PRIOR_CLASSES`.
 
     Parameters
     ----------
@@ -52,11 +64,10 @@ class PerturbationPrior(nn.Module):
         Category code of the control cells (no shift), or ``None`` if there is no control.
     """
 
-    name: str = PRIORS.STANDARD
-    #: Whether the prior has a learned per-perturbation shift.
-    has_shift: bool = False
-    #: Whether the prior has learned mask probabilities (a graph).
-    has_mask: bool = False
+    name: str
+    #: Whether the prior learns a shift per perturbation from the data (iVAE, sVAE, sVAE+),
+    #: so that an unseen perturbation's effect can be predicted from its transferred shift.
+    learns_shifts: bool = False
 
     def __init__(self, n_perturbations: int, n_latent: int, control_index: int | None = None):
         super().__init__()
@@ -67,6 +78,14 @@ class PerturbationPrior(nn.Module):
         if control_index is not None:
             is_perturbed[control_index] = 0.0
         self.register_buffer("is_perturbed", is_perturbed)
+
+    @classmethod
+    def from_options(
+        cls, n_perturbations: int, n_latent: int, control_index: int | None, **options
+    ) -> PerturbationPrior:
+        """Build from the model's prior options (``alpha``, ``temperature``, ...); a prior takes
+        those it has and ignores the others."""
+        return cls(n_perturbations, n_latent, control_index)
 
     # ---- per-cell quantities --------------------------------------------------------------
     def _codes(self, perturbation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,11 +98,9 @@ class PerturbationPrior(nn.Module):
         codes = codes.clamp(min=0)
         return codes, self.is_perturbed[codes] * valid.to(self.is_perturbed.dtype)
 
+    @abstractmethod
     def cell_mean(self, perturbation: torch.Tensor) -> torch.Tensor:
         """Prior mean of z for each cell; ``perturbation``: codes, shape (n,) or (n, k)."""
-        return torch.zeros(
-            perturbation.shape[0], self.n_latent, device=perturbation.device, dtype=torch.float32
-        )
 
     def distribution(self, perturbation: torch.Tensor) -> Normal:
         """p(z | a) for each cell."""
@@ -110,24 +127,147 @@ class PerturbationPrior(nn.Module):
         """Negative log prior density of the global parameters (0 when there are none)."""
         return self.is_perturbed.new_zeros(())
 
-    def shifts(self) -> torch.Tensor:
-        """Shift of each perturbation used at evaluation time, shape (n_perturbations, n_latent)."""
+    def hyperparameters(self) -> dict[str, float]:
+        """Options a copy of this prior must keep (e.g. on transfer, ``alpha``)."""
+        return {}
+
+    # ---- readouts of the model's getters --------------------------------------------------
+    @abstractmethod
+    def mask_probabilities(self) -> torch.Tensor:
+        """P(gamma = 1), shape (n_perturbations, n_latent); by definition for mask-free priors
+        (1 where every latent is shifted, 0 where none is)."""
+
+    @abstractmethod
+    def evaluation_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Shift of each perturbation's prior mean at evaluation, (n_perturbations, n_latent).
+
+        ``empirical`` returns the data's mean latent shifts (perturbation minus control); it
+        is called only by priors that learn no shift of their own.
+        """
+
+    @abstractmethod
+    def edge_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """How far each perturbation moves each latent when the edge is on (``mu``)."""
+
+    @abstractmethod
+    def targets(self, shifts: torch.Tensor, threshold: float, n_top: int) -> torch.Tensor:
+        """The perturbation -> latent graph (bool, n_perturbations x n_latent) read from
+        ``shifts`` (:meth:`evaluation_shifts`): ``pi > threshold`` for masked priors, the
+        ``n_top`` largest ``|shift|`` per perturbation (the paper's readout) otherwise."""
+
+    # ---- training schedule ----------------------------------------------------------------
+    def start_training(self) -> None:
+        """Called when a training run starts (masked priors: masks are sampled again)."""
+
+    def freeze_masks(self) -> None:
+        """Fix the masks to their readout and drop the sparsity term (masked priors)."""
+
+    def resolve_rotation(self, requested: bool | None) -> bool:
+        """Whether training gives the latent space its sparsest orientation once.
+
+        ``requested``: the user's ``rotate_latents`` (``None``: the prior's default). A prior
+        that prefers no orientation refuses ``True``.
+        """
+        if requested:
+            raise ValueError(
+                f"rotate_latents=True needs a sparse prior ('spike_slab' or 'l1'); the "
+                f"{self.name!r} prior is the same for every rotation of the latent space. "
+                "Leave rotate_latents unset."
+            )
+        return False
+
+    def can_rotate(self) -> bool:
+        """Whether :meth:`rotate` may be applied now."""
+        return False
+
+    # ---- transfer to new perturbations ----------------------------------------------------
+    def check_transfer(self, sparse: bool) -> None:
+        """Raise if this prior cannot transfer as asked (``sparse=True`` learns masks)."""
+        if sparse:
+            raise ValueError(
+                f"sparse=True learns masks, but prior={self.name!r} has none; use sparse=False."
+            )
+
+    def effective_sparse_transfer(self, requested: bool) -> bool:
+        """``sparse`` for :meth:`init_transfer` when a report asks for sparse transfer of every
+        method: masks are learned where the prior has them."""
+        return False
+
+    def init_transfer(
+        self, rows: list[int], latent_means: Callable[[], torch.Tensor], sparse: bool
+    ) -> bool:
+        """Set the parameters of the new perturbations' ``rows`` before transfer training.
+
+        ``latent_means`` returns the mean posterior mean of each new perturbation's cells,
+        (len(rows), n_latent). Returns whether the rows still need training (sparse transfer).
+        """
+        return False
+
+
+class StandardPrior(PerturbationPrior):
+    """VAE prior: z ~ N(0, I) whatever the label (beta-VAE with ``beta`` > 1)."""
+
+    name = PRIORS.STANDARD
+
+    def cell_mean(self, perturbation: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(
+            perturbation.shape[0], self.n_latent, device=perturbation.device, dtype=torch.float32
+        )
+
+    def mask_probabilities(self) -> torch.Tensor:
         return self.is_perturbed.new_zeros(self.n_perturbations, self.n_latent)
 
-    def mask_probabilities(self) -> torch.Tensor | None:
-        """P(gamma = 1), shape (n_perturbations, n_latent), or ``None`` without masks."""
-        return None
+    def evaluation_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
+        return empirical()
+
+    def edge_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
+        return empirical()
+
+    def targets(self, shifts: torch.Tensor, threshold: float, n_top: int) -> torch.Tensor:
+        return _top_abs(shifts, n_top)
+
+
+def _top_abs(shifts: torch.Tensor, n_top: int) -> torch.Tensor:
+    """The ``n_top`` largest ``|shift|`` per row, as a bool mask (NaN rows: none)."""
+    values = torch.nan_to_num(shifts.abs(), nan=-1.0)
+    n_top = min(n_top, values.shape[1])
+    top = torch.argsort(-values, dim=1, stable=True)[:, :n_top]
+    targets = torch.zeros_like(values, dtype=torch.bool)
+    targets.scatter_(1, top, True)
+    return targets
 
 
 class DensePrior(PerturbationPrior):
     """iVAE prior: every perturbation shifts every latent, z | a ~ N(mu_a, I)."""
 
     name = PRIORS.DENSE
-    has_shift = True
+    learns_shifts = True
 
     def __init__(self, n_perturbations: int, n_latent: int, control_index: int | None = None):
         super().__init__(n_perturbations, n_latent, control_index)
         self.mu = nn.Parameter(torch.randn(n_perturbations, n_latent))
+
+    def mask_probabilities(self) -> torch.Tensor:
+        return torch.ones_like(self.mu)
+
+    def evaluation_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
+        return self.shifts()
+
+    def edge_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
+        return self.mu * self.is_perturbed.unsqueeze(-1)
+
+    def targets(self, shifts: torch.Tensor, threshold: float, n_top: int) -> torch.Tensor:
+        return _top_abs(shifts, n_top)
+
+    @torch.no_grad()
+    def init_transfer(
+        self, rows: list[int], latent_means: Callable[[], torch.Tensor], sparse: bool
+    ) -> bool:
+        # With encoder and decoder frozen, mu enters the objective only through
+        # sum_cells KL(q(z|x) || N(mu, I)), minimised by the mean of the posterior means: the
+        # exact optimum of the paper's gamma = 1 transfer, and the start of the sparse one.
+        self.mu[rows] = torch.as_tensor(latent_means(), device=self.mu.device)
+        return False
 
     def _gate(self, codes: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Factor multiplying mu per cell and slot, shape (n, k, n_latent): here the weight."""
@@ -138,6 +278,7 @@ class DensePrior(PerturbationPrior):
         return (self.mu[codes] * self._gate(codes, weight)).sum(dim=1)
 
     def shifts(self) -> torch.Tensor:
+        """Shift of each perturbation at evaluation, shape (n_perturbations, n_latent)."""
         return self.mu * self.is_perturbed.unsqueeze(-1)
 
     @torch.no_grad()
@@ -174,13 +315,15 @@ class MaskedPrior(DensePrior):
         ``"exact"`` or ``"gumbel"``, see above.
     """
 
-    has_mask = True
+    #: ``rotate_latents`` when the user leaves it unset.
+    rotation_by_default: bool = False
 
     def __init__(
         self,
         n_perturbations: int,
         n_latent: int,
         control_index: int | None = None,
+        alpha: float = 1.0,
         temperature: float = 1.0,
         logit_init: float = 5.0,
         estimator: str = "exact",
@@ -199,6 +342,59 @@ class MaskedPrior(DensePrior):
         #: Once True (set by the training plan for the last phase of training), masks are the
         #: readout pi > 0.5 in training too and the sparsity term is dropped.
         self.masks_frozen = False
+        self.alpha = float(alpha)
+
+    @classmethod
+    def from_options(
+        cls,
+        n_perturbations: int,
+        n_latent: int,
+        control_index: int | None,
+        *,
+        alpha: float = 1.0,
+        temperature: float = 1.0,
+        logit_init: float = 5.0,
+        estimator: str = "exact",
+        **ignored,
+    ) -> MaskedPrior:
+        return cls(
+            n_perturbations, n_latent, control_index, alpha, temperature, logit_init, estimator
+        )
+
+    def hyperparameters(self) -> dict[str, float]:
+        return {"alpha": self.alpha}
+
+    # ---- readouts, schedule and transfer (see PerturbationPrior) ---------------------------
+    def targets(self, shifts: torch.Tensor, threshold: float, n_top: int) -> torch.Tensor:
+        return self.mask_probabilities() > threshold
+
+    def start_training(self) -> None:
+        self.masks_frozen = False
+
+    def freeze_masks(self) -> None:
+        self.masks_frozen = True
+
+    def resolve_rotation(self, requested: bool | None) -> bool:
+        return self.rotation_by_default if requested is None else bool(requested)
+
+    def can_rotate(self) -> bool:
+        return not self.masks_frozen
+
+    def check_transfer(self, sparse: bool) -> None:
+        return None
+
+    def effective_sparse_transfer(self, requested: bool) -> bool:
+        return bool(requested)
+
+    @torch.no_grad()
+    def init_transfer(
+        self, rows: list[int], latent_means: Callable[[], torch.Tensor], sparse: bool
+    ) -> bool:
+        super().init_transfer(rows, latent_means, sparse)
+        # gamma = 1 (the paper's transfer): the edge is on for sure; sparse: masks restart
+        # where training starts and are learned.
+        self.logits[rows] = self.logit_init if sparse else _MAX_LOGIT
+        return sparse
 
     def _clamped_logits(self) -> torch.Tensor:
         return self.logits.clamp(-_MAX_LOGIT, _MAX_LOGIT)
@@ -243,6 +439,9 @@ class MaskedPrior(DensePrior):
     def mask_probabilities(self) -> torch.Tensor:
         return torch.sigmoid(self._clamped_logits())
 
+    def edge_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
+        return self.mu * self.is_perturbed.unsqueeze(-1)
+
     @torch.no_grad()
     def rotate(self, rotation: torch.Tensor, shifts: torch.Tensor, rows: torch.Tensor) -> None:
         """As :meth:`DensePrior.rotate`; the masks no longer match the new axes, so every edge
@@ -271,23 +470,12 @@ class SpikeSlabPrior(MaskedPrior):
     """
 
     name = PRIORS.SPIKE_SLAB
+    rotation_by_default = True  # sVAE+: see sparsevae.module._rotation
 
-    def __init__(
-        self,
-        n_perturbations: int,
-        n_latent: int,
-        control_index: int | None = None,
-        alpha: float = 1.0,
-        temperature: float = 1.0,
-        logit_init: float = 5.0,
-        estimator: str = "exact",
-    ):
-        super().__init__(
-            n_perturbations, n_latent, control_index, temperature, logit_init, estimator
-        )
-        if alpha <= 0:
-            raise ValueError(f"`alpha` must be positive, got {alpha}.")
-        self.alpha = float(alpha)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.alpha <= 0:
+            raise ValueError(f"`alpha` must be positive, got {self.alpha}.")
 
     def penalty(self) -> torch.Tensor:
         if self.masks_frozen:
@@ -304,24 +492,12 @@ class L1Prior(MaskedPrior):
     ``-log Beta(pi; 1, alpha) ~ (alpha - 1) * pi + const``.
     """
 
-    name = PRIORS.L1
+    name = PRIORS.L1  # keeps its published training: no rotation unless asked
 
-    def __init__(
-        self,
-        n_perturbations: int,
-        n_latent: int,
-        control_index: int | None = None,
-        alpha: float = 1.0,
-        temperature: float = 1.0,
-        logit_init: float = 5.0,
-        estimator: str = "exact",
-    ):
-        super().__init__(
-            n_perturbations, n_latent, control_index, temperature, logit_init, estimator
-        )
-        if alpha < 0:
-            raise ValueError(f"`alpha` (the L1 weight) must be non-negative, got {alpha}.")
-        self.alpha = float(alpha)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.alpha < 0:
+            raise ValueError(f"`alpha` (the L1 weight) must be non-negative, got {self.alpha}.")
 
     def penalty(self) -> torch.Tensor:
         if self.masks_frozen:
@@ -330,8 +506,9 @@ class L1Prior(MaskedPrior):
         return self.alpha * (pi * self.is_perturbed.unsqueeze(-1)).sum()
 
 
+#: The registry: prior name -> class. ``SparseVAE(prior=...)`` and the CLI read it.
 PRIOR_CLASSES: dict[str, type[PerturbationPrior]] = {
-    PRIORS.STANDARD: PerturbationPrior,
+    PRIORS.STANDARD: StandardPrior,
     PRIORS.DENSE: DensePrior,
     PRIORS.L1: L1Prior,
     PRIORS.SPIKE_SLAB: SpikeSlabPrior,
@@ -343,23 +520,11 @@ def make_prior(
     n_perturbations: int,
     n_latent: int,
     control_index: int | None,
-    alpha: float,
-    temperature: float,
-    logit_init: float = 5.0,
-    estimator: str = "exact",
+    **options,
 ) -> PerturbationPrior:
-    """Build the prior called ``name``; ``alpha`` is the Beta parameter or the L1 weight.
-
-    ``temperature``, ``logit_init`` and ``estimator`` concern the masked priors only.
-    """
+    """Build the prior called ``name`` from the registry; ``options`` (``alpha``: the Beta
+    parameter or the L1 weight, ``temperature``, ``logit_init``, ``estimator``) go to the
+    priors that have them."""
     if name not in PRIOR_CLASSES:
         raise ValueError(f"Unknown prior {name!r}; choose one of {sorted(PRIOR_CLASSES)}.")
-    if name == PRIORS.SPIKE_SLAB:
-        return SpikeSlabPrior(
-            n_perturbations, n_latent, control_index, alpha, temperature, logit_init, estimator
-        )
-    if name == PRIORS.L1:
-        return L1Prior(
-            n_perturbations, n_latent, control_index, alpha, temperature, logit_init, estimator
-        )
-    return PRIOR_CLASSES[name](n_perturbations, n_latent, control_index)
+    return PRIOR_CLASSES[name].from_options(n_perturbations, n_latent, control_index, **options)
