@@ -1,0 +1,231 @@
+"""Priors with sparse masks: sVAE+ (spike-and-slab, Beta(1, alpha)) and sVAE (L1)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Normal
+
+from sparsevae._constants import PRIORS
+from sparsevae.nn import gumbel_sigmoid
+
+from ._prior_base import _MAX_LOGIT, MASK_ESTIMATORS, DensePrior
+
+
+class MaskedPrior(DensePrior):
+    """z | a ~ N(gamma_a * mu_a, I) with gamma_a ~ Bernoulli(sigmoid(logits_a)).
+
+    In evaluation (and once masks are frozen) the mask is the readout ``pi > 0.5``. In training
+    the KL term's expectation over the masks is taken in one of two ways:
+
+    - ``"exact"``: the mask enters only the Gaussian prior of z, and the KL divergence of a
+      diagonal Gaussian is a sum over latents that is linear in each ``gamma_i``, so
+      ``E_gamma KL(q(z|x) || N(gamma * mu, I)) = sum_i pi_i KL_i(1) + (1 - pi_i) KL_i(0)``
+      exactly. This is the same objective as sampling, with zero-variance gradients for the
+      logits and shifts (Rao-Blackwellisation).
+    - ``"gumbel"``: the published code's estimator, one straight-through Gumbel-sigmoid draw
+      per cell (hard 0/1 forward, relaxed gradient backward).
+
+    Parameters
+    ----------
+    temperature
+        Gumbel-sigmoid temperature (``estimator="gumbel"`` only).
+    logit_init
+        Initial logit of every edge; 5 gives pi ~ 0.99 (all edges on, sparsity prunes them).
+    estimator
+        ``"exact"`` or ``"gumbel"``, see above.
+    """
+
+    #: ``rotate_latents`` when the user leaves it unset.
+    rotation_by_default: bool = False
+
+    def __init__(
+        self,
+        n_perturbations: int,
+        n_latent: int,
+        control_index: int | None = None,
+        alpha: float = 1.0,
+        temperature: float = 1.0,
+        logit_init: float = 5.0,
+        estimator: str = "exact",
+    ):
+        super().__init__(n_perturbations, n_latent, control_index)
+        if temperature <= 0:
+            raise ValueError(f"`temperature` must be positive, got {temperature}.")
+        if estimator not in MASK_ESTIMATORS:
+            raise ValueError(
+                f"`mask_estimator` must be one of {MASK_ESTIMATORS}, got {estimator!r}."
+            )
+        self.temperature = temperature
+        self.estimator = estimator
+        self.logit_init = float(logit_init)
+        self.logits = nn.Parameter(torch.full((n_perturbations, n_latent), float(logit_init)))
+        #: Once True (set by the training plan for the last phase of training), masks are the
+        #: readout pi > 0.5 in training too and the sparsity term is dropped.
+        self.masks_frozen = False
+        self.alpha = float(alpha)
+
+    @classmethod
+    def from_options(
+        cls,
+        n_perturbations: int,
+        n_latent: int,
+        control_index: int | None,
+        *,
+        alpha: float = 1.0,
+        temperature: float = 1.0,
+        logit_init: float = 5.0,
+        estimator: str = "exact",
+        **ignored,
+    ) -> MaskedPrior:
+        return cls(
+            n_perturbations, n_latent, control_index, alpha, temperature, logit_init, estimator
+        )
+
+    def hyperparameters(self) -> dict[str, float]:
+        return {"alpha": self.alpha}
+
+    # ---- readouts, schedule and transfer (see PerturbationPrior) ---------------------------
+    def targets(self, shifts: torch.Tensor, threshold: float, n_top: int) -> torch.Tensor:
+        return self.mask_probabilities() > threshold
+
+    def start_training(self) -> None:
+        self.masks_frozen = False
+
+    def freeze_masks(self) -> None:
+        self.masks_frozen = True
+
+    def resolve_rotation(self, requested: bool | None) -> bool:
+        return self.rotation_by_default if requested is None else bool(requested)
+
+    def can_rotate(self) -> bool:
+        return not self.masks_frozen
+
+    def check_transfer(self, sparse: bool) -> None:
+        return None
+
+    def effective_sparse_transfer(self, requested: bool) -> bool:
+        return bool(requested)
+
+    @torch.no_grad()
+    def init_transfer(
+        self, rows: list[int], latent_means: Callable[[], torch.Tensor], sparse: bool
+    ) -> bool:
+        super().init_transfer(rows, latent_means, sparse)
+        # gamma = 1 (the paper's transfer): the edge is on for sure; sparse: masks restart
+        # where training starts and are learned.
+        self.logits[rows] = self.logit_init if sparse else _MAX_LOGIT
+        return sparse
+
+    def _clamped_logits(self) -> torch.Tensor:
+        return self.logits.clamp(-_MAX_LOGIT, _MAX_LOGIT)
+
+    def _gate(self, codes: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        logits = self._clamped_logits()[codes]
+        if self.training and not self.masks_frozen:
+            gamma = gumbel_sigmoid(logits, temperature=self.temperature, hard=True)
+        else:
+            gamma = (logits > 0).to(logits.dtype)
+        return gamma * weight.unsqueeze(-1)
+
+    @property
+    def kl_is_closed_form(self) -> bool:
+        """True while training with sampled masks under ``estimator="exact"``."""
+        return self.training and not self.masks_frozen and self.estimator == "exact"
+
+    def kl(self, qz: Normal, perturbation: torch.Tensor, pz: Normal | None = None) -> torch.Tensor:
+        if not self.kl_is_closed_form:
+            return super().kl(qz, perturbation, pz)
+        # KL_i(gamma) = (var + (m - s)^2 - 1 - log var) / 2 for q = N(m, var), s = sum_t g_t mu_t.
+        # With independent g_t ~ Bern(pi_t), E[(m - s)^2] = (m - E s)^2 + Var s, where
+        # E s = sum_t pi_t mu_t and Var s = sum_t pi_t (1 - pi_t) mu_t^2 (per latent).
+        codes, weight = self._codes(perturbation)
+        pi = torch.sigmoid(self._clamped_logits()[codes])
+        mu = self.mu[codes] * weight.unsqueeze(-1)
+        m, var = qz.loc, qz.scale.pow(2)
+        if codes.shape[1] == 1:  # one label per cell: the same value, in the historical form
+            pi, mu = pi[:, 0], mu[:, 0]
+            expected_sq = pi * (m - mu).pow(2) + (1.0 - pi) * m.pow(2)
+        else:
+            mean_shift = (pi * mu).sum(dim=1)
+            var_shift = (pi * (1.0 - pi) * mu.pow(2)).sum(dim=1)
+            expected_sq = (m - mean_shift).pow(2) + var_shift
+        return 0.5 * (var + expected_sq - 1.0 - torch.log(var)).sum(dim=-1)
+
+    def shifts(self) -> torch.Tensor:
+        """Shift used at evaluation: mu where pi > 0.5, else 0."""
+        gamma = (self._clamped_logits() > 0).to(self.mu.dtype)
+        return self.mu * gamma * self.is_perturbed.unsqueeze(-1)
+
+    def mask_probabilities(self) -> torch.Tensor:
+        return torch.sigmoid(self._clamped_logits())
+
+    def edge_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
+        return self.mu * self.is_perturbed.unsqueeze(-1)
+
+    @torch.no_grad()
+    def rotate(self, rotation: torch.Tensor, shifts: torch.Tensor, rows: torch.Tensor) -> None:
+        """As :meth:`DensePrior.rotate`; the masks no longer match the new axes, so every edge
+        restarts undecided (logit 0, pi = 0.5). From there the first steps' gradients already
+        point each edge to the side of 0.5 where the sparsity term's optimum lies; restarting
+        from ``logit_init`` (all on) needed hundreds of steps to prune again, more than short
+        runs on small data have left after the warm-up."""
+        super().rotate(rotation, shifts, rows)
+        self.logits.fill_(0.0)
+
+    def _log_one_minus_pi(self) -> torch.Tensor:
+        # log(1 - sigmoid(l)) = logsigmoid(-l): finite for the clamped logits.
+        return F.logsigmoid(-self._clamped_logits())
+
+
+class SpikeSlabPrior(MaskedPrior):
+    """sVAE+ prior: pi ~ Beta(1, alpha), gamma ~ Bernoulli(pi), z | a ~ N(gamma * mu_a, I).
+
+    The Bernoulli prior probability is set equal to the posterior one (the paper's practical
+    choice), so the global term is ``-sum log Beta(pi; 1, alpha)`` over perturbed rows.
+
+    Parameters
+    ----------
+    alpha
+        Second Beta parameter; larger is sparser. ``alpha = 1`` is uniform (no sparsity).
+    """
+
+    name = PRIORS.SPIKE_SLAB
+    rotation_by_default = True  # sVAE+: see sparsevae.module._rotation
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.alpha <= 0:
+            raise ValueError(f"`alpha` must be positive, got {self.alpha}.")
+
+    def penalty(self) -> torch.Tensor:
+        if self.masks_frozen:
+            return self.logits.new_zeros(())
+        # log Beta(pi; 1, alpha) = log(alpha) + (alpha - 1) * log(1 - pi)
+        log_density = math.log(self.alpha) + (self.alpha - 1.0) * self._log_one_minus_pi()
+        return -(log_density * self.is_perturbed.unsqueeze(-1)).sum()
+
+
+class L1Prior(MaskedPrior):
+    """sVAE prior: masks as in sVAE+ but sparsity from an L1 penalty ``alpha * sum(pi)``.
+
+    This is the first-order (L1) counterpart of the Beta term: for small pi,
+    ``-log Beta(pi; 1, alpha) ~ (alpha - 1) * pi + const``.
+    """
+
+    name = PRIORS.L1  # keeps its published training: no rotation unless asked
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.alpha < 0:
+            raise ValueError(f"`alpha` (the L1 weight) must be non-negative, got {self.alpha}.")
+
+    def penalty(self) -> torch.Tensor:
+        if self.masks_frozen:
+            return self.logits.new_zeros(())
+        pi = self.mask_probabilities()
+        return self.alpha * (pi * self.is_perturbed.unsqueeze(-1)).sum()

@@ -1,0 +1,291 @@
+"""The prior protocol and the priors without masks (standard: VAE, dense: iVAE).
+
+Priors over the latent variables given the perturbation label.
+
+Every method of the package is the same VAE with a different prior object (scvi-tools'
+``sysvi`` does the same for its priors):
+
+=====================  =========  ==========================================================
+``prior=``             method     p(z | a)
+=====================  =========  ==========================================================
+``"standard"``         VAE        N(0, I); labels ignored (beta-VAE: ``beta`` > 1)
+``"dense"``            iVAE       N(mu_a, I)
+``"l1"``               sVAE       N(gamma_a * mu_a, I), L1 penalty on P(gamma = 1)
+``"spike_slab"``       sVAE+      N(gamma_a * mu_a, I), pi ~ Beta(1, alpha), gamma ~ Bern(pi)
+=====================  =========  ==========================================================
+
+Control cells (``control_index``) always get a zero shift.
+
+A cell's perturbation is a row of category codes, shape (n,) for one label per cell or (n, k)
+for sets of singles (combinations, padded with -1). The shift of a set is the sum of its
+singles' shifts: ``sum_t gamma_t * mu_t``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.distributions import Normal, kl_divergence
+
+from sparsevae._constants import PRIORS
+
+# Probabilities are kept inside [_PROB_EPS, 1 - _PROB_EPS] in every log-density so that a mask
+# that has converged to exactly 0 or 1 never produces -inf (and then NaN gradients).
+_PROB_EPS = 1e-6
+#: How the KL term's expectation over the masks is computed in training (see MaskedPrior).
+MASK_ESTIMATORS = ("exact", "gumbel")
+_MAX_LOGIT = math.log((1.0 - _PROB_EPS) / _PROB_EPS)
+
+
+class PerturbationPrior(nn.Module, ABC):
+    """The prior protocol: p(z | a) = N(shift(a), I), and every question callers ask of it.
+
+    A prior answers, without callers branching on which one it is: the per-cell prior
+    (:meth:`cell_mean`, :meth:`distribution`, :meth:`kl`), its global term (:meth:`penalty`),
+    the readouts of the model's getters (:meth:`mask_probabilities`,
+    :meth:`evaluation_shifts`, :meth:`edge_shifts`, :meth:`targets`), the training schedule
+    (:meth:`start_training`, :meth:`freeze_masks`, :meth:`resolve_rotation`,
+    :meth:`can_rotate`), transfer to new perturbations (:meth:`check_transfer`,
+    :meth:`effective_sparse_transfer`, :meth:`init_transfer`) and its hyperparameters
+    (:meth:`hyperparameters`). Adding a prior is one subclass and one line of
+    :data:`PRIOR_CLASSES`.
+
+    Parameters
+    ----------
+    n_perturbations
+        Number of perturbation categories, control included.
+    n_latent
+        Number of latent variables.
+    control_index
+        Category code of the control cells (no shift), or ``None`` if there is no control.
+    """
+
+    name: str
+    #: Whether the prior learns a shift per perturbation from the data (iVAE, sVAE, sVAE+),
+    #: so that an unseen perturbation's effect can be predicted from its transferred shift.
+    learns_shifts: bool = False
+
+    def __init__(self, n_perturbations: int, n_latent: int, control_index: int | None = None):
+        super().__init__()
+        self.n_perturbations = n_perturbations
+        self.n_latent = n_latent
+        self.control_index = control_index
+        is_perturbed = torch.ones(n_perturbations)
+        if control_index is not None:
+            is_perturbed[control_index] = 0.0
+        self.register_buffer("is_perturbed", is_perturbed)
+
+    @classmethod
+    def from_options(
+        cls, n_perturbations: int, n_latent: int, control_index: int | None, **options
+    ) -> PerturbationPrior:
+        """Build from the model's prior options (``alpha``, ``temperature``, ...); a prior takes
+        those it has and ignores the others."""
+        return cls(n_perturbations, n_latent, control_index)
+
+    # ---- per-cell quantities --------------------------------------------------------------
+    def _codes(self, perturbation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes (n, k) with padding replaced by 0, and weights (n, k): 1 for perturbed slots.
+
+        ``perturbation`` holds category codes, shape (n,) or (n, k) padded with negative codes.
+        """
+        codes = perturbation.reshape(perturbation.shape[0], -1).long()
+        valid = codes >= 0
+        codes = codes.clamp(min=0)
+        return codes, self.is_perturbed[codes] * valid.to(self.is_perturbed.dtype)
+
+    @abstractmethod
+    def cell_mean(self, perturbation: torch.Tensor) -> torch.Tensor:
+        """Prior mean of z for each cell; ``perturbation``: codes, shape (n,) or (n, k)."""
+
+    def distribution(self, perturbation: torch.Tensor) -> Normal:
+        """p(z | a) for each cell."""
+        mean = self.cell_mean(perturbation)
+        return Normal(mean, torch.ones_like(mean))
+
+    @property
+    def kl_is_closed_form(self) -> bool:
+        """Whether :meth:`kl` computes its value from the codes alone, without a drawn ``pz``."""
+        return False
+
+    def kl(self, qz: Normal, perturbation: torch.Tensor, pz: Normal | None = None) -> torch.Tensor:
+        """KL(q(z | x) || p(z | a)) summed over latents, one value per cell.
+
+        ``pz``: the prior already drawn by the module's generative pass (so a sampled mask is
+        drawn once per step); computed from ``perturbation`` when not given.
+        """
+        if pz is None:
+            pz = self.distribution(perturbation)
+        return kl_divergence(qz, pz).sum(dim=-1)
+
+    # ---- global quantities ----------------------------------------------------------------
+    def penalty(self) -> torch.Tensor:
+        """Negative log prior density of the global parameters (0 when there are none)."""
+        return self.is_perturbed.new_zeros(())
+
+    def hyperparameters(self) -> dict[str, float]:
+        """Options a copy of this prior must keep (e.g. on transfer, ``alpha``)."""
+        return {}
+
+    # ---- readouts of the model's getters --------------------------------------------------
+    @abstractmethod
+    def mask_probabilities(self) -> torch.Tensor:
+        """P(gamma = 1), shape (n_perturbations, n_latent); by definition for mask-free priors
+        (1 where every latent is shifted, 0 where none is)."""
+
+    @abstractmethod
+    def evaluation_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Shift of each perturbation's prior mean at evaluation, (n_perturbations, n_latent).
+
+        ``empirical`` returns the data's mean latent shifts (perturbation minus control); it
+        is called only by priors that learn no shift of their own.
+        """
+
+    @abstractmethod
+    def edge_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """How far each perturbation moves each latent when the edge is on (``mu``)."""
+
+    @abstractmethod
+    def targets(self, shifts: torch.Tensor, threshold: float, n_top: int) -> torch.Tensor:
+        """The perturbation -> latent graph (bool, n_perturbations x n_latent) read from
+        ``shifts`` (:meth:`evaluation_shifts`): ``pi > threshold`` for masked priors, the
+        ``n_top`` largest ``|shift|`` per perturbation (the paper's readout) otherwise."""
+
+    # ---- training schedule ----------------------------------------------------------------
+    def start_training(self) -> None:
+        """Called when a training run starts (masked priors: masks are sampled again)."""
+
+    def freeze_masks(self) -> None:
+        """Fix the masks to their readout and drop the sparsity term (masked priors)."""
+
+    def resolve_rotation(self, requested: bool | None) -> bool:
+        """Whether training gives the latent space its sparsest orientation once.
+
+        ``requested``: the user's ``rotate_latents`` (``None``: the prior's default). A prior
+        that prefers no orientation refuses ``True``.
+        """
+        if requested:
+            raise ValueError(
+                f"rotate_latents=True needs a sparse prior ('spike_slab' or 'l1'); the "
+                f"{self.name!r} prior is the same for every rotation of the latent space. "
+                "Leave rotate_latents unset."
+            )
+        return False
+
+    def can_rotate(self) -> bool:
+        """Whether :meth:`rotate` may be applied now."""
+        return False
+
+    # ---- transfer to new perturbations ----------------------------------------------------
+    def check_transfer(self, sparse: bool) -> None:
+        """Raise if this prior cannot transfer as asked (``sparse=True`` learns masks)."""
+        if sparse:
+            raise ValueError(
+                f"sparse=True learns masks, but prior={self.name!r} has none; use sparse=False."
+            )
+
+    def effective_sparse_transfer(self, requested: bool) -> bool:
+        """``sparse`` for :meth:`init_transfer` when a report asks for sparse transfer of every
+        method: masks are learned where the prior has them."""
+        return False
+
+    def init_transfer(
+        self, rows: list[int], latent_means: Callable[[], torch.Tensor], sparse: bool
+    ) -> bool:
+        """Set the parameters of the new perturbations' ``rows`` before transfer training.
+
+        ``latent_means`` returns the mean posterior mean of each new perturbation's cells,
+        (len(rows), n_latent). Returns whether the rows still need training (sparse transfer).
+        """
+        return False
+
+
+class StandardPrior(PerturbationPrior):
+    """VAE prior: z ~ N(0, I) whatever the label (beta-VAE with ``beta`` > 1)."""
+
+    name = PRIORS.STANDARD
+
+    def cell_mean(self, perturbation: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(
+            perturbation.shape[0], self.n_latent, device=perturbation.device, dtype=torch.float32
+        )
+
+    def mask_probabilities(self) -> torch.Tensor:
+        return self.is_perturbed.new_zeros(self.n_perturbations, self.n_latent)
+
+    def evaluation_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
+        return empirical()
+
+    def edge_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
+        return empirical()
+
+    def targets(self, shifts: torch.Tensor, threshold: float, n_top: int) -> torch.Tensor:
+        return _top_abs(shifts, n_top)
+
+
+def _top_abs(shifts: torch.Tensor, n_top: int) -> torch.Tensor:
+    """The ``n_top`` largest ``|shift|`` per row, as a bool mask (NaN rows: none)."""
+    values = torch.nan_to_num(shifts.abs(), nan=-1.0)
+    n_top = min(n_top, values.shape[1])
+    top = torch.argsort(-values, dim=1, stable=True)[:, :n_top]
+    targets = torch.zeros_like(values, dtype=torch.bool)
+    targets.scatter_(1, top, True)
+    return targets
+
+
+class DensePrior(PerturbationPrior):
+    """iVAE prior: every perturbation shifts every latent, z | a ~ N(mu_a, I)."""
+
+    name = PRIORS.DENSE
+    learns_shifts = True
+
+    def __init__(self, n_perturbations: int, n_latent: int, control_index: int | None = None):
+        super().__init__(n_perturbations, n_latent, control_index)
+        self.mu = nn.Parameter(torch.randn(n_perturbations, n_latent))
+
+    def mask_probabilities(self) -> torch.Tensor:
+        return torch.ones_like(self.mu)
+
+    def evaluation_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
+        return self.shifts()
+
+    def edge_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
+        return self.mu * self.is_perturbed.unsqueeze(-1)
+
+    def targets(self, shifts: torch.Tensor, threshold: float, n_top: int) -> torch.Tensor:
+        return _top_abs(shifts, n_top)
+
+    @torch.no_grad()
+    def init_transfer(
+        self, rows: list[int], latent_means: Callable[[], torch.Tensor], sparse: bool
+    ) -> bool:
+        # With encoder and decoder frozen, mu enters the objective only through
+        # sum_cells KL(q(z|x) || N(mu, I)), minimised by the mean of the posterior means: the
+        # exact optimum of the paper's gamma = 1 transfer, and the start of the sparse one.
+        self.mu[rows] = torch.as_tensor(latent_means(), device=self.mu.device)
+        return False
+
+    def _gate(self, codes: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Factor multiplying mu per cell and slot, shape (n, k, n_latent): here the weight."""
+        return weight.unsqueeze(-1)
+
+    def cell_mean(self, perturbation: torch.Tensor) -> torch.Tensor:
+        codes, weight = self._codes(perturbation)
+        return (self.mu[codes] * self._gate(codes, weight)).sum(dim=1)
+
+    def shifts(self) -> torch.Tensor:
+        """Shift of each perturbation at evaluation, shape (n_perturbations, n_latent)."""
+        return self.mu * self.is_perturbed.unsqueeze(-1)
+
+    @torch.no_grad()
+    def rotate(self, rotation: torch.Tensor, shifts: torch.Tensor, rows: torch.Tensor) -> None:
+        """Follow a rotation z -> z @ R of the latent space.
+
+        ``shifts``: new (already rotated) shifts, used for the perturbations flagged in
+        ``rows``; the other rows of mu are rotated.
+        """
+        self.mu.copy_(torch.where(rows.unsqueeze(-1), shifts, self.mu @ rotation))
