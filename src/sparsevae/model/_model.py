@@ -19,14 +19,15 @@ from sparsevae.module import SparseShiftVAE
 from sparsevae.module._priors import PRIOR_CLASSES
 
 from ._combinations import PerturbationSetField, validate_combinations
-from ._fields import CONTROL_KEY, PerturbationField
+from ._fields import PerturbationField
 from ._guards import NonFiniteLossError
 from ._interpret import InterpretationMixin
-from ._matching import DataChecksMixin, check_known_perturbations, unknown_perturbation_error
-from ._predict import combination_shift, predict_expression, treatment_effect
+from ._matching import DataChecksMixin, check_known_perturbations
+from ._names import NamesMixin
+from ._predict import PredictionMixin
 from ._safe_load import SafeSaveLoadMixin
 from ._training_plan import SparseVAETrainingPlan
-from ._transfer import transfer_perturbations
+from ._transfer import TransferMixin
 from ._validation import validate_setup
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,10 @@ def default_max_epochs(n_cells: int, epochs_cap: int = 400, decay_at_n_cells: in
 
 
 class SparseVAE(
+    NamesMixin,
     InterpretationMixin,
+    PredictionMixin,
+    TransferMixin,
     DataChecksMixin,
     SafeSaveLoadMixin,
     VAEMixin,
@@ -237,65 +241,6 @@ class SparseVAE(
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
-
-    # ---- names ---------------------------------------------------------------------------
-    @property
-    def _perturbation_registry(self) -> dict:
-        return self.adata_manager.get_state_registry(REGISTRY_KEYS.PERTURBATION_KEY)
-
-    @property
-    def _categories(self) -> list[str]:
-        return [str(c) for c in self._perturbation_registry.categorical_mapping]
-
-    @property
-    def control(self) -> str | None:
-        """Label of the control cells, or ``None``."""
-        return self._perturbation_registry.get(CONTROL_KEY)
-
-    @property
-    def combination_delimiter(self) -> str | None:
-        """Delimiter of combination labels (``"A+B"``), or ``None`` for one label per cell."""
-        return self.registry_["setup_args"].get("combination_delimiter")
-
-    @property
-    def _control_index(self) -> int | None:
-        return None if self.control is None else self._categories.index(self.control)
-
-    @property
-    def _perturbed_rows(self) -> np.ndarray:
-        rows = np.arange(len(self._categories))
-        return rows if self._control_index is None else np.delete(rows, self._control_index)
-
-    @property
-    def perturbation_names(self) -> list[str]:
-        """Perturbations known to the model (control excluded), in the order of every getter."""
-        return [self._categories[i] for i in self._perturbed_rows]
-
-    @property
-    def latent_names(self) -> list[str]:
-        """Names of the latent variables: ``latent_0`` ... ``latent_{n_latent - 1}``."""
-        return [f"latent_{i}" for i in range(self.module.n_latent)]
-
-    def _frame(self, values: np.ndarray, perturbations: str | Sequence[str] | None = None):
-        frame = pd.DataFrame(
-            values,
-            index=pd.Index(self.perturbation_names, name="perturbation"),
-            columns=self.latent_names,
-        )
-        return self._select(frame, perturbations)
-
-    def _select(
-        self, frame: pd.DataFrame, perturbations: str | Sequence[str] | None
-    ) -> pd.DataFrame:
-        """Rows of ``frame`` for ``perturbations`` (all if ``None``); raise for unknown ones."""
-        if perturbations is None:
-            return frame
-        names = [perturbations] if isinstance(perturbations, str) else list(perturbations)
-        names = [str(name) for name in names]
-        unknown = [name for name in names if name not in frame.index]
-        if unknown:
-            raise unknown_perturbation_error(self, unknown)
-        return frame.loc[names]
 
     # ---- training ------------------------------------------------------------------------
     def train(
@@ -491,196 +436,3 @@ class SparseVAE(
         shifts = torch.as_tensor(self._category_shifts(None, None, "evaluation_shifts"))
         targets = self.module.prior.targets(shifts, threshold, n_top).cpu().numpy()
         return self._frame(targets[self._perturbed_rows], perturbations)
-
-    # ---- held-out perturbations ----------------------------------------------------------
-    def transfer(
-        self,
-        adata: AnnData,
-        *,
-        sparse: bool = False,
-        max_epochs: int = 100,
-        batch_size: int = 256,
-        lr_prior: float = 1e-2,
-        **train_kwargs,
-    ) -> SparseVAE:
-        """A copy of this model that also knows the perturbations of ``adata`` it has not seen.
-
-        Encoder, decoder and dispersion are frozen; only the new perturbations' prior
-        parameters are learned from ``adata``'s cells (the paper's transfer step). Every
-        parameter the model already had is copied unchanged, and this model is not modified.
-        Perturbations in ``adata`` that the model knows keep their parameters. ``adata`` needs
-        no ``setup_anndata``: it is registered with this model's setup, and its new labels are
-        appended to the model's categories.
-
-        Parameters
-        ----------
-        adata
-            Counts of cells of the new perturbations (the same genes as the model's, same
-            ``perturbation_key`` column).
-        sparse
-            ``False`` (the paper): gamma = 1 for new perturbations, and mu is set to its exact
-            optimum, the mean of their cells' posterior means (no training needed).
-            ``True``: masks are learned too (from that start, with the model's Beta(1, alpha)
-            prior) for ``max_epochs`` epochs. Only for ``"spike_slab"`` / ``"l1"``.
-        max_epochs, batch_size, lr_prior
-            Training of the sparse transfer.
-        **train_kwargs
-            Passed to :meth:`train` for the sparse transfer (e.g. ``enable_progress_bar``).
-
-        Returns
-        -------
-        A new :class:`SparseVAE` whose ``adata`` is ``adata``. For ``"standard"`` priors (VAE,
-        beta-VAE) there is nothing to learn: the copy only knows the new labels.
-        """
-        self.module.prior.check_transfer(sparse)
-        return transfer_perturbations(
-            self,
-            adata,
-            sparse=sparse,
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            lr_prior=lr_prior,
-            **train_kwargs,
-        )
-
-    @torch.inference_mode()
-    def get_interventional_nll(
-        self,
-        adata: AnnData | None = None,
-        indices: np.ndarray | None = None,
-        n_particles: int = 1000,
-        batch_size: int | None = None,
-        particles_per_pass: int | None = None,
-    ) -> np.ndarray:
-        """Interventional negative log-likelihood of each cell: -log p(x | a), estimated.
-
-        The negative importance-weighted ELBO (Burda et al. 2016) with ``n_particles`` draws
-        from q(z | x), decoded in vectorised chunks, under the evaluation readout of the prior
-        (masks ``pi > 0.5``). With one particle it is the negative ELBO of a single draw; it
-        decreases towards -log p(x | a) as ``n_particles`` grows. Observed library sizes are
-        conditioned on, as in training.
-
-        Parameters
-        ----------
-        adata
-            Cells to evaluate (default: the model's); their perturbations must be known to the
-            model (see :meth:`transfer`).
-        indices
-            Subset of cells of ``adata``.
-        n_particles
-            Importance samples per cell.
-        batch_size
-            Cells per minibatch (default: scvi-tools' ``settings.batch_size``).
-        particles_per_pass
-            Particles decoded at once (default: as many as fit about half a million values, which
-            stay in the processor's cache).
-
-        Returns
-        -------
-        Array of shape (n_cells,), in nats per cell (lower is better).
-        """
-        self._check_if_trained(warn=True)
-        adata = self._validate_anndata(adata)
-        check_known_perturbations(self, adata)
-        if n_particles < 1:
-            raise ValueError(f"n_particles must be >= 1, got {n_particles}.")
-        self.module.eval()
-        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
-        log_lik = [
-            self.module.marginal_ll(
-                tensors, n_mc_samples=n_particles, n_mc_samples_per_pass=particles_per_pass
-            )
-            for tensors in loader
-        ]
-        return -torch.cat(log_lik).numpy().astype(np.float64)
-
-    # ---- counterfactual prediction -------------------------------------------------------
-    def get_combination_shift(self, perturbation: str) -> pd.Series:
-        """Latent shift of a perturbation label: the sum of its singles' shifts.
-
-        ``perturbation`` is a single (``"A"``), a combination of known singles joined by the
-        setup's ``combination_delimiter`` (``"A+B"``), or the control label (zero shift).
-        Shifts are those of :meth:`get_perturbation_shifts`.
-
-        Raises
-        ------
-        ValueError
-            Naming every single of ``perturbation`` that the model has not learned.
-        """
-        self._check_if_trained(warn=True)
-        return combination_shift(self, perturbation)
-
-    def predict(
-        self,
-        adata: AnnData | None = None,
-        perturbation: str | None = None,
-        *,
-        indices: np.ndarray | None = None,
-        batch_size: int | None = None,
-        library_size: float = 1.0,
-    ) -> AnnData:
-        """Expected expression of the given cells had they received ``perturbation``.
-
-        For each cell, the encoder's posterior mean of z loses the shift of the cell's own
-        perturbation (set) and gains that of ``perturbation`` (:meth:`get_combination_shift`);
-        the decoder's mean gene proportions of that latent, times ``library_size``, are the
-        prediction. With ``perturbation`` equal to the cells' own, this is the model's
-        reconstruction of them (decoder mean at the posterior mean). Pairs of trained singles
-        are predicted zero-shot when the setup has a ``combination_delimiter``.
-
-        Parameters
-        ----------
-        adata
-            Cells to perturb in silico (default: the model's), typically control cells; their
-            own perturbations must be known to the model.
-        perturbation
-            Label to apply: a known single, a combination of known singles (``"A+B"``), or the
-            control label.
-        indices
-            Subset of cells of ``adata``.
-        batch_size
-            Cells per minibatch.
-        library_size
-            Scale of the output: 1 gives proportions (rows sum to 1), 1e4 counts per 10,000.
-
-        Returns
-        -------
-        AnnData cells × genes with the expected normalised expression in ``X``, the cells'
-        ``obs`` plus ``obs["predicted_perturbation"]``, and ``uns["predicted_perturbation"]``.
-
-        Examples
-        --------
-        >>> control = adata[adata.obs["perturbation"] == "control"].copy()
-        >>> predicted = model.predict(control, perturbation="A+B")
-        """
-        if perturbation is None:
-            raise ValueError(
-                "predict needs perturbation=... : a known single, a combination of known "
-                "singles, or the control label."
-            )
-        return predict_expression(self, adata, perturbation, indices, batch_size, library_size)
-
-    def get_treatment_effect(
-        self,
-        adata: AnnData | None = None,
-        perturbation: str | None = None,
-        *,
-        reference: str | None = None,
-        indices: np.ndarray | None = None,
-        batch_size: int | None = None,
-        library_size: float = 1.0,
-        log1p: bool = False,
-    ) -> pd.Series:
-        """Average treatment effect per gene: mean predicted expression under ``perturbation``
-        minus that under ``reference`` (default: control), over the cells of ``adata``.
-
-        Both predictions come from :meth:`predict` on the same cells, so the difference is
-        the effect of the perturbation alone. With ``log1p=True`` the means are of
-        ``log1p(expression)`` (e.g. with ``library_size=1e4``: log-normalised data, as in
-        scanpy). Returns a Series indexed by gene.
-        """
-        if perturbation is None:
-            raise ValueError("get_treatment_effect needs perturbation=... (see predict).")
-        return treatment_effect(
-            self, adata, perturbation, reference, indices, batch_size, library_size, log1p
-        )

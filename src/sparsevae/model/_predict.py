@@ -8,8 +8,6 @@ sum of its singles'.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 import torch
@@ -20,97 +18,157 @@ from sparsevae._constants import REGISTRY_KEYS
 from ._combinations import parse_perturbation
 from ._matching import check_known_perturbations
 
-if TYPE_CHECKING:
-    from ._model import SparseVAE
-
-#: obs column and uns key of :func:`predict_expression`'s AnnData naming the perturbation.
+#: obs column and uns key of :meth:`PredictionMixin.predict`'s AnnData naming the perturbation.
 PREDICTED_KEY = "predicted_perturbation"
 
 
-def combination_shift(model: SparseVAE, perturbation: str) -> pd.Series:
-    """Latent shift of ``perturbation`` (a single, a combination or control): sum of singles."""
-    singles = parse_perturbation(
-        perturbation, model.perturbation_names, model.combination_delimiter, model.control
-    )
-    shifts = model.get_perturbation_shifts().fillna(0.0)
-    total = shifts.loc[singles].sum(axis=0) if singles else shifts.iloc[0] * 0.0
-    return total.rename(str(perturbation))
+class PredictionMixin:
+    """Counterfactual getters of :class:`~sparsevae.SparseVAE`: shifts of labels, predicted
+    expression and treatment effects."""
 
+    def _own_category_shifts(self) -> torch.Tensor:
+        """Shift of every registered category (control and unknown rows: 0), (n_categories, L)."""
+        shifts = self.get_perturbation_shifts().fillna(0.0).to_numpy(dtype=np.float32)
+        full = np.zeros((len(self._categories), shifts.shape[1]), dtype=np.float32)
+        full[self._perturbed_rows] = shifts
+        return torch.as_tensor(full)
 
-def _category_shifts(model: SparseVAE) -> torch.Tensor:
-    """Shift of every registered category (control and unknown rows: 0), (n_categories, L)."""
-    shifts = model.get_perturbation_shifts().fillna(0.0).to_numpy(dtype=np.float32)
-    full = np.zeros((len(model._categories), shifts.shape[1]), dtype=np.float32)
-    full[model._perturbed_rows] = shifts
-    return torch.as_tensor(full)
+    def get_combination_shift(self, perturbation: str) -> pd.Series:
+        """Latent shift of a perturbation label: the sum of its singles' shifts.
 
+        ``perturbation`` is a single (``"A"``), a combination of known singles joined by the
+        setup's ``combination_delimiter`` (``"A+B"``), or the control label (zero shift).
+        Shifts are those of :meth:`get_perturbation_shifts`.
 
-@torch.inference_mode()
-def predict_expression(
-    model: SparseVAE,
-    adata: AnnData | None,
-    perturbation: str,
-    indices: np.ndarray | None,
-    batch_size: int | None,
-    library_size: float,
-) -> AnnData:
-    """See :meth:`sparsevae.SparseVAE.predict`."""
-    model._check_if_trained(warn=True)
-    adata = model._validate_anndata(adata)
-    check_known_perturbations(model, adata)
-    target = torch.as_tensor(combination_shift(model, perturbation).to_numpy(dtype=np.float32))
-    own_shifts = _category_shifts(model)
-    module = model.module
-    module.eval()
-    device = next(module.parameters()).device
-    target, own_shifts = target.to(device), own_shifts.to(device)
-    loader = model._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
-    chunks = []
-    for tensors in loader:
-        x = tensors[REGISTRY_KEYS.X_KEY].to(device)
-        codes = tensors[REGISTRY_KEYS.PERTURBATION_KEY].to(device)
-        codes = codes.reshape(codes.shape[0], -1).long()
-        valid = (codes >= 0).unsqueeze(-1).to(own_shifts.dtype)
-        own = (own_shifts[codes.clamp(min=0)] * valid).sum(dim=1)
-        qz, _ = module.z_encoder(torch.log1p(x))
-        z = qz.loc - own + target
-        batch = tensors.get(REGISTRY_KEYS.BATCH_KEY)
-        cat = () if module.n_batch <= 1 or batch is None else (batch.to(device),)
-        library = torch.zeros(x.shape[0], 1, device=device)  # unused by px_scale
-        px_scale = module.decoder("gene", z, library, *cat)[0]
-        chunks.append((px_scale * library_size).cpu().numpy())
-    cells = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
-    obs = adata.obs.iloc[cells].copy()
-    obs[PREDICTED_KEY] = str(perturbation)
-    return AnnData(
-        X=np.concatenate(chunks, axis=0),
-        obs=obs,
-        var=pd.DataFrame(index=adata.var_names.copy()),
-        uns={PREDICTED_KEY: str(perturbation), "library_size": float(library_size)},
-    )
+        Raises
+        ------
+        ValueError
+            Naming every single of ``perturbation`` that the model has not learned.
+        """
+        self._check_if_trained(warn=True)
+        singles = parse_perturbation(
+            perturbation, self.perturbation_names, self.combination_delimiter, self.control
+        )
+        shifts = self.get_perturbation_shifts().fillna(0.0)
+        total = shifts.loc[singles].sum(axis=0) if singles else shifts.iloc[0] * 0.0
+        return total.rename(str(perturbation))
 
+    @torch.inference_mode()
+    def predict(
+        self,
+        adata: AnnData | None = None,
+        perturbation: str | None = None,
+        *,
+        indices: np.ndarray | None = None,
+        batch_size: int | None = None,
+        library_size: float = 1.0,
+    ) -> AnnData:
+        """Expected expression of the given cells had they received ``perturbation``.
 
-def treatment_effect(
-    model: SparseVAE,
-    adata: AnnData | None,
-    perturbation: str,
-    reference: str | None,
-    indices: np.ndarray | None,
-    batch_size: int | None,
-    library_size: float,
-    log1p: bool = False,
-) -> pd.Series:
-    """See :meth:`sparsevae.SparseVAE.get_treatment_effect`."""
-    if reference is None:
-        if model.control is None:
+        For each cell, the encoder's posterior mean of z loses the shift of the cell's own
+        perturbation (set) and gains that of ``perturbation`` (:meth:`get_combination_shift`);
+        the decoder's mean gene proportions of that latent, times ``library_size``, are the
+        prediction. With ``perturbation`` equal to the cells' own, this is the model's
+        reconstruction of them (decoder mean at the posterior mean). Pairs of trained singles
+        are predicted zero-shot when the setup has a ``combination_delimiter``.
+
+        Parameters
+        ----------
+        adata
+            Cells to perturb in silico (default: the model's), typically control cells; their
+            own perturbations must be known to the model.
+        perturbation
+            Label to apply: a known single, a combination of known singles (``"A+B"``), or the
+            control label.
+        indices
+            Subset of cells of ``adata``.
+        batch_size
+            Cells per minibatch.
+        library_size
+            Scale of the output: 1 gives proportions (rows sum to 1), 1e4 counts per 10,000.
+
+        Returns
+        -------
+        AnnData cells × genes with the expected normalised expression in ``X``, the cells'
+        ``obs`` plus ``obs["predicted_perturbation"]``, and ``uns["predicted_perturbation"]``.
+
+        Examples
+        --------
+        >>> control = adata[adata.obs["perturbation"] == "control"].copy()
+        >>> predicted = model.predict(control, perturbation="A+B")
+        """
+        if perturbation is None:
             raise ValueError(
-                "The model has no control label, so there is no default reference: pass "
-                "reference=... (a perturbation the effect is measured against)."
+                "predict needs perturbation=... : a known single, a combination of known "
+                "singles, or the control label."
             )
-        reference = model.control
-    kwargs = {"indices": indices, "batch_size": batch_size, "library_size": library_size}
-    transform = np.log1p if log1p else np.asarray
-    treated = transform(predict_expression(model, adata, perturbation, **kwargs).X).mean(axis=0)
-    untreated = transform(predict_expression(model, adata, reference, **kwargs).X).mean(axis=0)
-    genes = model._validate_anndata(adata).var_names
-    return pd.Series(treated - untreated, index=genes, name=str(perturbation))
+        self._check_if_trained(warn=True)
+        adata = self._validate_anndata(adata)
+        check_known_perturbations(self, adata)
+        target = torch.as_tensor(
+            self.get_combination_shift(perturbation).to_numpy(dtype=np.float32)
+        )
+        own_shifts = self._own_category_shifts()
+        module = self.module
+        module.eval()
+        device = next(module.parameters()).device
+        target, own_shifts = target.to(device), own_shifts.to(device)
+        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+        chunks = []
+        for tensors in loader:
+            x = tensors[REGISTRY_KEYS.X_KEY].to(device)
+            codes = tensors[REGISTRY_KEYS.PERTURBATION_KEY].to(device)
+            codes = codes.reshape(codes.shape[0], -1).long()
+            valid = (codes >= 0).unsqueeze(-1).to(own_shifts.dtype)
+            own = (own_shifts[codes.clamp(min=0)] * valid).sum(dim=1)
+            qz, _ = module.z_encoder(torch.log1p(x))
+            z = qz.loc - own + target
+            batch = tensors.get(REGISTRY_KEYS.BATCH_KEY)
+            cat = () if module.n_batch <= 1 or batch is None else (batch.to(device),)
+            library = torch.zeros(x.shape[0], 1, device=device)  # unused by px_scale
+            px_scale = module.decoder("gene", z, library, *cat)[0]
+            chunks.append((px_scale * library_size).cpu().numpy())
+        cells = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        obs = adata.obs.iloc[cells].copy()
+        obs[PREDICTED_KEY] = str(perturbation)
+        return AnnData(
+            X=np.concatenate(chunks, axis=0),
+            obs=obs,
+            var=pd.DataFrame(index=adata.var_names.copy()),
+            uns={PREDICTED_KEY: str(perturbation), "library_size": float(library_size)},
+        )
+
+    def get_treatment_effect(
+        self,
+        adata: AnnData | None = None,
+        perturbation: str | None = None,
+        *,
+        reference: str | None = None,
+        indices: np.ndarray | None = None,
+        batch_size: int | None = None,
+        library_size: float = 1.0,
+        log1p: bool = False,
+    ) -> pd.Series:
+        """Average treatment effect per gene: mean predicted expression under ``perturbation``
+        minus that under ``reference`` (default: control), over the cells of ``adata``.
+
+        Both predictions come from :meth:`predict` on the same cells, so the difference is
+        the effect of the perturbation alone. With ``log1p=True`` the means are of
+        ``log1p(expression)`` (e.g. with ``library_size=1e4``: log-normalised data, as in
+        scanpy). Returns a Series indexed by gene.
+        """
+        if perturbation is None:
+            raise ValueError("get_treatment_effect needs perturbation=... (see predict).")
+        if reference is None:
+            if self.control is None:
+                raise ValueError(
+                    "The model has no control label, so there is no default reference: pass "
+                    "reference=... (a perturbation the effect is measured against)."
+                )
+            reference = self.control
+        kwargs = {"indices": indices, "batch_size": batch_size, "library_size": library_size}
+        transform = np.log1p if log1p else np.asarray
+        treated = transform(self.predict(adata, perturbation, **kwargs).X).mean(axis=0)
+        untreated = transform(self.predict(adata, reference, **kwargs).X).mean(axis=0)
+        genes = self._validate_anndata(adata).var_names
+        return pd.Series(treated - untreated, index=genes, name=str(perturbation))
