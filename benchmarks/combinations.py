@@ -37,9 +37,9 @@ import scvi
 import torch
 
 import sparsevae as sv
+from sparsevae._constants import TARGET_SUM
 from sparsevae._quiet import QUIET_TRAINER, silence_lightning
 from sparsevae.evaluate import effect_correlations, mean_log_expression
-from sparsevae.evaluate._effects import TARGET_SUM
 
 RESULTS = Path(__file__).parent / "results"
 KEY, CONTROL = "perturbation", "control"

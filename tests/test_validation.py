@@ -9,7 +9,7 @@ import pytest
 from scipy import sparse
 
 import sparsevae as sv
-from sparsevae.model import _validation
+from sparsevae import _validation
 
 
 def setup(adata, **kwargs):

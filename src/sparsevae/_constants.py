@@ -47,6 +47,21 @@ METHODS: dict[str, dict] = {
     "vae": {"prior": PRIORS.STANDARD},
 }
 
+#: Key of the control label in the perturbation field's state registry.
+CONTROL_KEY = "control"
+
+#: Counts per cell after normalisation (scanpy's ``normalize_total(target_sum=...)``): the scale
+#: of every "per 10,000" expression, observed or predicted, in the package.
+TARGET_SUM = 1e4
+
+#: Keys written to ``adata.uns[key_added]`` by :func:`sparsevae.tl.cluster_perturbations`,
+#: and the columns of its clusters table.
+CLUSTERS_KEY = "clusters"
+PROFILES_KEY = "profiles"
+CLUSTER_PARAMS_KEY = "params"
+CLUSTER_COLUMN = "cluster"
+N_CELLS_COLUMN = "n_cells"
+
 #: Keys written by :func:`sparsevae.tl.write_results`.
 RESULT_PI_KEY = "pi"
 RESULT_SHIFT_KEY = "shift"

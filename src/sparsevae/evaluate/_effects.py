@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 from anndata import AnnData
 
+from sparsevae._constants import TARGET_SUM
+
 #: Counts per cell after normalisation, as in the predictions (``library_size``).
-TARGET_SUM = 1e4
 
 
 def mean_log_expression(adata: AnnData, layer: str | None = None) -> np.ndarray:

@@ -13,11 +13,11 @@ import scipy.sparse as sp
 import scvi
 from anndata import AnnData
 
-from sparsevae._constants import METHODS
+from sparsevae._constants import METHODS, TARGET_SUM
 from sparsevae._quiet import QUIET_TRAINER
-from sparsevae.model._fields import validate_counts
+from sparsevae._validation import validate_counts
 
-from ._effects import TARGET_SUM, effect_correlations, mean_log_expression
+from ._effects import effect_correlations, mean_log_expression
 from ._identifiability import method_kwargs
 from ._splits import EVALUATION, EXCLUDED, TRAIN, TRANSFER, HeldoutSplit, make_splits
 
@@ -64,7 +64,7 @@ def _select_genes(adata: AnnData, cells: np.ndarray, layer: str | None, n_top_ge
     if n_top_genes is None or n_top_genes >= adata.n_vars:
         return np.arange(adata.n_vars)
     train = AnnData(X=_counts(adata, layer)[cells].astype(np.float32))
-    sc.pp.normalize_total(train, target_sum=1e4)
+    sc.pp.normalize_total(train, target_sum=TARGET_SUM)
     sc.pp.log1p(train)
     sc.pp.highly_variable_genes(train, n_top_genes=n_top_genes, flavor="seurat")
     return np.flatnonzero(train.var["highly_variable"].to_numpy())

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from sparsevae.model._fields import validate_perturbations
+from sparsevae._validation import validate_perturbations
 
 logger = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ import rich.table
 from anndata import AnnData
 from scvi.data.fields import BaseAnnDataField
 
-from ._validation import did_you_mean, validate_labels
+from sparsevae._constants import CONTROL_KEY
+from sparsevae._validation import did_you_mean, validate_labels
 
 logger = logging.getLogger(__name__)
 
-CONTROL_KEY = "control"
 DELIMITER_KEY = "combination_delimiter"
 WIDTH_KEY = "n_max_perturbations"
 #: Code of an empty slot in a cell's row of perturbation codes.

@@ -16,17 +16,10 @@ from pandas.api.types import CategoricalDtype
 from scvi.data._utils import _make_column_categorical
 from scvi.data.fields import CategoricalObsField
 
-# The checks live in ``_validation``; they stay importable from here, where they used to be.
-from ._validation import (  # noqa: F401
-    perturbation_categories,
-    validate_counts,
-    validate_labels,
-    validate_perturbations,
-)
+from sparsevae._constants import CONTROL_KEY
+from sparsevae._validation import perturbation_categories, validate_labels
 
 logger = logging.getLogger(__name__)
-
-CONTROL_KEY = "control"
 
 
 class PerturbationField(CategoricalObsField):

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from sparsevae._constants import REGISTRY_KEYS
+from sparsevae._constants import REGISTRY_KEYS, TARGET_SUM
 
 from ._matching import check_same_genes, model_genes, warn_unknown_perturbations
 
@@ -105,7 +105,7 @@ class InterpretationMixin:
         if n_cells == 0:
             raise ValueError("No cells to average over: `indices` selects none of adata's cells.")
         log2_fc = (effects / n_cells / math.log(2.0)).cpu().numpy()
-        expression = (proportions / n_cells * 1e4).cpu().numpy()
+        expression = (proportions / n_cells * TARGET_SUM).cpu().numpy()
         n_latent, n_genes = log2_fc.shape
         latents = pd.Categorical(
             np.repeat(self.latent_names, n_genes), categories=self.latent_names, ordered=True

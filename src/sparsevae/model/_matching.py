@@ -16,9 +16,9 @@ import pandas as pd
 from anndata import AnnData
 
 from sparsevae._constants import REGISTRY_KEYS
+from sparsevae._validation import did_you_mean, validate_counts
 
 from ._combinations import split_label, unknown_singles_message
-from ._validation import did_you_mean, validate_counts
 
 if TYPE_CHECKING:
     from ._model import SparseVAE

@@ -15,6 +15,7 @@ from scvi.data.fields import CategoricalObsField, LayerField
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 
 from sparsevae._constants import PRIORS, REGISTRY_KEYS
+from sparsevae._validation import validate_setup
 from sparsevae.module import SparseShiftVAE
 from sparsevae.module._priors import PRIOR_CLASSES
 
@@ -28,7 +29,6 @@ from ._predict import PredictionMixin
 from ._safe_load import SafeSaveLoadMixin
 from ._training_plan import SparseVAETrainingPlan
 from ._transfer import TransferMixin
-from ._validation import validate_setup
 
 logger = logging.getLogger(__name__)
 
@@ -318,10 +318,6 @@ class SparseVAE(
             max_epochs = default_max_epochs(self.adata.n_obs)
             logger.info("max_epochs not given: %d for %d cells.", max_epochs, self.adata.n_obs)
         warmup = None if n_epochs_kl_warmup is None else min(n_epochs_kl_warmup, max_epochs)
-        rotate_latents = self.module.prior.resolve_rotation(rotate_latents)
-        rotate_at = None
-        if rotate_latents and max_epochs >= 2:
-            rotate_at = max(1, min(warmup or max_epochs // 6, max_epochs // 2))
         strategy = kwargs.get("strategy")
         if isinstance(strategy, str) and strategy in _DDP_WITHOUT_UNUSED_PARAMETERS:
             kwargs["strategy"] = f"{strategy}_find_unused_parameters_true"
@@ -330,7 +326,7 @@ class SparseVAE(
             "lr_prior": lr_prior,
             "n_epochs_kl_warmup": warmup,
             "freeze_masks_at": freeze_masks_at,
-            "rotate_latents_at": rotate_at,
+            "rotate_latents": rotate_latents,
             **(plan_kwargs or {}),
         }
         try:

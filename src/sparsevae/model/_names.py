@@ -12,9 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from sparsevae._constants import REGISTRY_KEYS
+from sparsevae._constants import CONTROL_KEY, REGISTRY_KEYS
 
-from ._fields import CONTROL_KEY
 from ._matching import unknown_perturbation_error
 
 

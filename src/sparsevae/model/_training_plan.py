@@ -33,12 +33,12 @@ class SparseVAETrainingPlan(TrainingPlan):
     - the ELBO terms are summed in tensors during the epoch and logged once at its end, with
       the same names as scvi-tools (``elbo_train``, ``reconstruction_loss_validation``, ...):
       Lightning's per-step ``log`` calls cost more than the model's forward pass on small data;
-    - for the masked (sparse) priors, once at the start of epoch ``rotate_latents_at`` (set by
-      ``SparseVAE.train``: sVAE+ by default), the
-      latent space is rotated to the orientation in which the perturbations' mean shifts are
-      sparsest (:mod:`sparsevae.module._rotation`): the networks' function is unchanged, every
-      mask restarts undecided (pi = 0.5) and Adam's moments restart. Gradient descent finds this
-      orientation only slowly;
+    - once, at the start of the epoch in which the KL warm-up ends (at most half-way through
+      training; ``rotate_latents_at``), for priors that prefer an orientation (sVAE+ by
+      default, sVAE when asked), the latent space is rotated to the orientation in which the
+      perturbations' mean shifts are sparsest (:mod:`sparsevae.module._rotation`): the
+      networks' function is unchanged, every mask restarts undecided (pi = 0.5) and Adam's
+      moments restart. Gradient descent finds this orientation only slowly;
     - before every optimiser step the loss and all gradients are checked: a NaN or infinite
       value stops training with a :class:`~sparsevae.model.NonFiniteLossError` naming the term
       and the step, and the parameters of the last step with a finite loss are put back
@@ -55,9 +55,11 @@ class SparseVAETrainingPlan(TrainingPlan):
         ``pi > 0.5`` and the sparsity term is dropped (the paper's final phase): the networks
         then train under the same prior that evaluation uses, without Gumbel noise. ``None``
         keeps sampling masks to the end.
-    rotate_latents_at
-        Epoch at whose start the latent space is given its sparsest orientation (priors that
-        can rotate, see ``PerturbationPrior.can_rotate``). ``None``: never.
+    rotate_latents
+        Whether to give the latent space its sparsest orientation once (``None``: the
+        prior's default; ``PerturbationPrior.resolve_rotation`` refuses ``True`` for priors
+        that prefer no orientation). Policy and trigger both live here: the epoch is
+        ``rotate_latents_at``, set when training starts.
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``, ...).
     """
@@ -68,7 +70,7 @@ class SparseVAETrainingPlan(TrainingPlan):
         *,
         lr_prior: float | None = None,
         freeze_masks_at: float | None = None,
-        rotate_latents_at: int | None = None,
+        rotate_latents: bool | None = None,
         **kwargs,
     ):
         if freeze_masks_at is not None and not 0 <= freeze_masks_at <= 1:
@@ -76,7 +78,9 @@ class SparseVAETrainingPlan(TrainingPlan):
         super().__init__(module, **kwargs)
         self.lr_prior = lr_prior
         self.freeze_masks_at = freeze_masks_at
-        self.rotate_latents_at = rotate_latents_at
+        self.rotate_latents = module.prior.resolve_rotation(rotate_latents)
+        #: Epoch at whose start the rotation happens (None: never); set in on_train_start.
+        self.rotate_latents_at: int | None = None
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
         self._last_good: LastGoodParameters | None = None
         self._trained_params: list[torch.nn.Parameter] = []
@@ -84,6 +88,7 @@ class SparseVAETrainingPlan(TrainingPlan):
 
     def on_train_start(self):
         self.module.prior.start_training()
+        self.rotate_latents_at = self._rotation_epoch(self.trainer.max_epochs)
         self._last_good = LastGoodParameters(self.module)
         self._trained_params = [p for p in self.module.parameters() if p.requires_grad]
         self._last_good_step: int | None = None  # None: the parameters training started from
@@ -95,6 +100,14 @@ class SparseVAETrainingPlan(TrainingPlan):
             return
         if self.current_epoch >= int(self.freeze_masks_at * self.trainer.max_epochs):
             self.module.prior.freeze_masks()
+
+    def _rotation_epoch(self, max_epochs: int) -> int | None:
+        """When the KL warm-up ends (``max_epochs // 6`` without warm-up), at most half-way,
+        so that training goes on under the new orientation."""
+        if not self.rotate_latents or max_epochs < 2:
+            return None
+        warmup = self.n_epochs_kl_warmup
+        return max(1, min(warmup or max_epochs // 6, max_epochs // 2))
 
     def _rotate_latents(self) -> None:
         """Give the latent space its sparsest orientation (see ``rotate_latents_at``)."""
@@ -296,7 +309,7 @@ class TransferTrainingPlan(SparseVAETrainingPlan):
     """
 
     def __init__(self, module, *, transfer_rows: list[int], **kwargs):
-        kwargs.update(weight_decay=0.0, rotate_latents_at=None)
+        kwargs.update(weight_decay=0.0, rotate_latents=False)
         super().__init__(module, **kwargs)
         n_rows = module.prior.n_perturbations
         row_mask = torch.zeros(n_rows, 1)

@@ -15,9 +15,10 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from sparsevae._validation import validate_counts
+
 from ._matching import check_known_perturbations, check_same_genes, model_genes
 from ._training_plan import TransferTrainingPlan
-from ._validation import validate_counts
 
 if TYPE_CHECKING:
     from ._model import SparseVAE

@@ -11,7 +11,7 @@ import seaborn as sns
 from matplotlib.colors import ListedColormap
 from mpl_toolkits.axes_grid1 import make_axes_locatable
 
-from sparsevae.tl._cluster import CLUSTER_COLUMN, CLUSTERS_KEY, PROFILES_KEY
+from sparsevae._constants import CLUSTER_COLUMN, CLUSTERS_KEY, PROFILES_KEY
 
 from ._utils import finish, label_fontsize, new_axes, symmetric_limit
 

@@ -10,7 +10,15 @@ import pandas as pd
 import scanpy as sc
 from anndata import AnnData
 
-from sparsevae.model._fields import validate_counts, validate_perturbations
+from sparsevae._constants import (
+    CLUSTER_COLUMN,
+    CLUSTER_PARAMS_KEY,
+    CLUSTERS_KEY,
+    N_CELLS_COLUMN,
+    PROFILES_KEY,
+    TARGET_SUM,
+)
+from sparsevae._validation import validate_counts, validate_perturbations
 
 from ._results import _h5ad_safe
 
@@ -19,13 +27,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Keys written to ``adata.uns[key_added]`` by :func:`cluster_perturbations`.
-CLUSTERS_KEY = "clusters"
-PROFILES_KEY = "profiles"
-PARAMS_KEY = "params"
-#: Columns of the clusters table.
-CLUSTER_COLUMN = "cluster"
-N_CELLS_COLUMN = "n_cells"
 
 _METHODS = ("leiden", "hierarchical")
 
@@ -47,7 +48,7 @@ def _profiles(
         obs=pd.DataFrame(index=adata.obs_names.copy()),
         var=pd.DataFrame(index=adata.var_names.copy()),
     )
-    sc.pp.normalize_total(work, target_sum=1e4)
+    sc.pp.normalize_total(work, target_sum=TARGET_SUM)
     sc.pp.log1p(work)
     sc.pp.pca(work, n_comps=n_pcs, random_state=random_state)
     coords = pd.DataFrame(
@@ -277,7 +278,7 @@ def cluster_perturbations(
     adata.uns[key_added] = {
         CLUSTERS_KEY: clusters,
         PROFILES_KEY: profiles,
-        PARAMS_KEY: params,
+        CLUSTER_PARAMS_KEY: params,
     }
     logger.info(
         "Clustered %d perturbations into %d clusters (%s); wrote obs[%r] and uns[%r].",
