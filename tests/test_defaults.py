@@ -41,7 +41,13 @@ CALLED = {
         "perturbation_clusters",
         "training_history",
     },
-    "metrics": {"graph_scores", "linear_r2", "match_latents", "mean_correlation_coefficient"},
+    "metrics": {
+        "graph_scores",
+        "linear_r2",
+        "match_latents",
+        "matched_graph",
+        "mean_correlation_coefficient",
+    },
     "evaluate": {
         "HeldoutSplit",
         "effect_correlations",
@@ -227,6 +233,9 @@ def test_data_and_metrics_with_required_arguments_only():
     pi = pd.DataFrame(np.eye(3)[:, [2, 0, 1]], columns=["x", "y", "z"])
     scores = sv.metrics.graph_scores(truth, pi, z_true, z)
     assert scores["f1"] == pytest.approx(1.0)
+    matched = sv.metrics.matched_graph(truth, pi, z_true, z)
+    assert list(matched.columns) == ["y→a", "z→b", "x→c"]
+    np.testing.assert_array_equal(matched.to_numpy(), np.eye(3))
 
 
 def test_evaluate_with_required_arguments_only(default_report):

@@ -4,7 +4,14 @@ from ._identifiability import (
     graph_scores,
     linear_r2,
     match_latents,
+    matched_graph,
     mean_correlation_coefficient,
 )
 
-__all__ = ["graph_scores", "linear_r2", "match_latents", "mean_correlation_coefficient"]
+__all__ = [
+    "graph_scores",
+    "linear_r2",
+    "match_latents",
+    "matched_graph",
+    "mean_correlation_coefficient",
+]

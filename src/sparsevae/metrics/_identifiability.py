@@ -120,6 +120,48 @@ def linear_r2(z_true, z) -> float:
     return float(r2_score(z_true, prediction, multioutput="uniform_average"))
 
 
+def _matched(true_targets, pi, z_true, z):
+    """``true_targets`` and ``pi`` (rows aligned by name) with the latent matching of
+    :func:`match_latents` (Pearson): ``(true_targets, pi, true_index, inferred_index)``."""
+    true_targets = pd.DataFrame(true_targets)
+    pi = pd.DataFrame(pi)
+    missing = true_targets.index.difference(pi.index)
+    if len(missing):
+        raise ValueError(
+            f"pi has no row for {len(missing)} perturbation(s) of true_targets, e.g. "
+            f"{list(missing[:5])}. Pass pi for the same perturbations (held-out ones excluded "
+            "from true_targets)."
+        )
+    pi = pi.loc[true_targets.index]
+    true_index, inferred_index, _ = match_latents(z_true, z, "pearson")
+    if true_targets.shape[1] != np.asarray(z_true).shape[1]:
+        raise ValueError("true_targets must have one column per true latent (column of z_true).")
+    if pi.shape[1] != np.asarray(z).shape[1]:
+        raise ValueError("pi must have one column per inferred latent (column of z).")
+    return true_targets, pi, true_index, inferred_index
+
+
+def matched_graph(true_targets: pd.DataFrame, pi: pd.DataFrame, z_true, z) -> pd.DataFrame:
+    """``pi`` with its latents matched to the true ones, for reading beside ``true_targets``.
+
+    Latents are matched as in :func:`graph_scores` (Hungarian on |Pearson correlation| of ``z``
+    and ``z_true``). Rows follow ``true_targets``; columns are the matched inferred latents in
+    the order of the true latents they match, named ``"<inferred>→<true>"``.
+
+    Examples
+    --------
+    >>> matched = matched_graph(adata.uns["true_targets"], pi, adata.obsm["z_true"], z)
+    """
+    true_targets, pi, true_index, inferred_index = _matched(true_targets, pi, z_true, z)
+    order = np.argsort(true_index)
+    matched = pi.iloc[:, inferred_index[order]].astype(float)
+    matched.columns = [
+        f"{c}→{true_targets.columns[t]}"
+        for c, t in zip(matched.columns, true_index[order], strict=True)
+    ]
+    return matched
+
+
 def graph_scores(
     true_targets: pd.DataFrame,
     pi: pd.DataFrame,
@@ -149,21 +191,7 @@ def graph_scores(
     -------
     dict with ``precision``, ``recall``, ``f1`` and ``n_predicted_edges``, ``n_true_edges``.
     """
-    true_targets = pd.DataFrame(true_targets)
-    pi = pd.DataFrame(pi)
-    missing = true_targets.index.difference(pi.index)
-    if len(missing):
-        raise ValueError(
-            f"pi has no row for {len(missing)} perturbation(s) of true_targets, e.g. "
-            f"{list(missing[:5])}. Pass pi for the same perturbations (held-out ones excluded "
-            "from true_targets)."
-        )
-    pi = pi.loc[true_targets.index]
-    true_index, inferred_index, _ = match_latents(z_true, z, "pearson")
-    if true_targets.shape[1] != np.asarray(z_true).shape[1]:
-        raise ValueError("true_targets must have one column per true latent (column of z_true).")
-    if pi.shape[1] != np.asarray(z).shape[1]:
-        raise ValueError("pi must have one column per inferred latent (column of z).")
+    true_targets, pi, true_index, inferred_index = _matched(true_targets, pi, z_true, z)
     predicted = np.zeros(true_targets.shape, dtype=bool)
     predicted[:, true_index] = pi.to_numpy(dtype=float)[:, inferred_index] > threshold
     truth = true_targets.to_numpy() > 0

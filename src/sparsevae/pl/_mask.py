@@ -12,7 +12,7 @@ import seaborn as sns
 from scipy.cluster.hierarchy import leaves_list, linkage
 
 from sparsevae._constants import RESULT_PI_KEY
-from sparsevae.metrics import match_latents
+from sparsevae.metrics import matched_graph
 
 from ._utils import finish, finish_many, label_fontsize, new_axes
 
@@ -122,14 +122,7 @@ def graph_comparison(
     import matplotlib.pyplot as plt
 
     true_targets = pd.DataFrame(true_targets).astype(float)
-    pi = pd.DataFrame(pi).loc[true_targets.index].astype(float)
-    true_index, inferred_index, _ = match_latents(z_true, z)
-    order = np.argsort(true_index)
-    matched = pi.iloc[:, inferred_index[order]]
-    matched.columns = [
-        f"{c}→{true_targets.columns[t]}"
-        for c, t in zip(matched.columns, true_index[order], strict=True)
-    ]
+    matched = matched_graph(true_targets, pi, z_true, z)
     if ax is None:
         height = max(3.5, 0.16 * true_targets.shape[0] + 2.0)
         width = 2 * (0.35 * true_targets.shape[1] + 2.5)
