@@ -58,7 +58,8 @@ def relabel(adata, names: dict[str, str]):
 def eligible_pairs(labels: pd.Series) -> list[str]:
     """Combinations whose every single also has cells of its own: those a zero-shot model can
     predict (on the bundled subset: KLF1+MAP2K6, KLF1+TGFBR2, MAP2K3+MAP2K6, MAP2K3+SLC38A2,
-    MAPK1+TGFBR2)."""
+    MAPK1+TGFBR2).
+    """
     names = set(labels)
     return sorted(label for label in names if "+" in label and set(label.split("+")) <= names)
 
@@ -73,7 +74,8 @@ def score(
     model, data, labels: dict[str, str], *, evaluation, control, control_mean, n_particles
 ) -> list:
     """Per held-out pair: interventional NLL of its evaluation cells (``data``: ``evaluation``,
-    labelled as the model knows the pair, ``labels[pair]``) and effect correlations."""
+    labelled as the model knows the pair, ``labels[pair]``) and effect correlations.
+    """
     nll = model.get_interventional_nll(data.copy(), n_particles=n_particles)
     eval_labels = evaluation.obs[KEY].astype(str).to_numpy()
     rows = []

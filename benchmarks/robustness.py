@@ -1,4 +1,4 @@
-"""Numerical robustness: many seeds of a short training; does any loss become NaN or infinite?
+"""Numerical robustness: does any loss become NaN or infinite over many short trainings.
 
 Two datasets:
 

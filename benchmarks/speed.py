@@ -101,8 +101,11 @@ class Job:
 
 
 def _peak_rss_gib() -> float:
-    """This process's peak resident memory. On Linux, VmHWM: unlike ``ru_maxrss``, which a
-    spawned child inherits from the parent it was forked from, it starts afresh at exec."""
+    """Peak resident memory of this process.
+
+    On Linux, VmHWM: unlike ``ru_maxrss``, which a spawned child inherits from the parent it
+    was forked from, it starts afresh at exec.
+    """
     try:
         with open("/proc/self/status") as status:
             for line in status:
@@ -209,7 +212,8 @@ def run_isolated(job: Job) -> dict:
 
 def plan(args, paths: dict[str, str]) -> list[Job]:
     """Every measurement, the paper-size ones ``--repeats`` times, in interleaved rounds (so a
-    slow spell of the machine does not fall on one model only)."""
+    slow spell of the machine does not fall on one model only).
+    """
     once = _plan_once(args, paths)
     rounds = max(_repeats(args, job) for job in once) if once else 0
     return [job for r in range(rounds) for job in once if r < _repeats(args, job)]
@@ -257,7 +261,8 @@ def _plan_once(args, paths: dict[str, str]) -> list[Job]:
 
 def median_runs(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per measurement: the run with the median time per epoch, with the number of
-    runs and the fastest and slowest run's time per epoch."""
+    runs and the fastest and slowest run's time per epoch.
+    """
     keys = ["model", "data", "backed", "batch_size", "threads"]
     out = []
     for _, group in rows.groupby(keys, sort=False):

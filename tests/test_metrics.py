@@ -90,7 +90,8 @@ def test_graph_scores_row_alignment_and_errors(latents):
 
 def test_columns_with_subnormal_spread_count_as_constant():
     """Hypothesis found MCC 0 one way and 1 the other, and a NaN R², for a column varying by
-    5e-324: such columns are constant (no correlation, no predictive power) both ways."""
+    5e-324: such columns are constant (no correlation, no predictive power) both ways.
+    """
     z_true = np.array([[4.0], [0.0]])
     z = np.array([[5e-324], [0.0]])
     for method in ("pearson", "spearman"):

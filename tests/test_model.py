@@ -45,7 +45,8 @@ def test_training_loss_is_finite(trained):
 
 def test_training_loss_is_the_negative_binomial_likelihood_of_scvis_decoder(adata):
     """The training loss (log means from the decoder's logits, per-gene terms hoisted) equals
-    torch's negative binomial of scvi-tools' DecoderSCVI output, in training mode."""
+    torch's negative binomial of scvi-tools' DecoderSCVI output, in training mode.
+    """
     sv.SparseVAE.setup_anndata(adata, perturbation_key="perturbation", control="control")
     model = sv.SparseVAE(adata, n_latent=4, n_hidden=16)
     module = model.module.double()  # float64: the check is of the algebra
@@ -67,7 +68,8 @@ def test_training_loss_is_the_negative_binomial_likelihood_of_scvis_decoder(adat
 @pytest.mark.parametrize("training", [True, False])
 def test_training_path_encodes_as_scvis_encoder(adata, training):
     """The training step runs scvi's Encoder layer by layer (no covariate concatenation, no
-    argument checks): the same q(z | x) as calling the Encoder, dropout masks included."""
+    argument checks): the same q(z | x) as calling the Encoder, dropout masks included.
+    """
     sv.SparseVAE.setup_anndata(adata, perturbation_key="perturbation", control="control")
     model = sv.SparseVAE(adata, n_latent=4, n_hidden=16, dropout_rate=0.3)
     module = model.module

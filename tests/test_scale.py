@@ -51,7 +51,8 @@ def test_training_never_densifies_x(adata, monkeypatch):
 
 def test_backed_anndata_trains_and_reads_like_in_memory(tmp_path):
     """An AnnData opened with backed='r' trains (its minibatches are read from disk) and gives
-    the same outputs as the same data in memory."""
+    the same outputs as the same data in memory.
+    """
     path = tmp_path / "screen.h5ad"
     small_simulation().write_h5ad(path)
     models = {}
@@ -107,7 +108,8 @@ def test_cli_fit_backed(tmp_path):
 @pytest.mark.skipif(sys.platform != "linux", reason="DDP over gloo is exercised on Linux")
 def test_distributed_data_parallel_two_cpu_processes(tmp_path):
     """`sparsevae fit --strategy ddp --devices 2` trains in two processes (Lightning relaunches
-    the command for the second); the first writes a model that loads and predicts."""
+    the command for the second); the first writes a model that loads and predicts.
+    """
     path = tmp_path / "screen.h5ad"
     small_simulation(n_cells_per_perturbation=60).write_h5ad(path)
     out = tmp_path / "fit"

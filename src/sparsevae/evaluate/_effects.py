@@ -19,8 +19,10 @@ from sparsevae._constants import TARGET_SUM
 
 
 def mean_log_expression(adata: AnnData, layer: str | None = None) -> np.ndarray:
-    """Mean of ``log1p(counts per 10,000)`` per gene, read in blocks of cells (sparse stays
-    sparse). Cells without counts are skipped: they have no proportions."""
+    """Mean of ``log1p(counts per 10,000)`` per gene, read in blocks of cells (sparse stays sparse).
+
+    Cells without counts are skipped: they have no proportions.
+    """
     counts = adata.X if layer is None else adata.layers[layer]
     total = np.zeros(adata.n_vars)
     n_cells = 0

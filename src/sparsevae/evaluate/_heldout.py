@@ -103,8 +103,11 @@ def _fit_transfer_score(
     model_kwargs: dict,
     train_kwargs: dict,
 ) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
-    """Train ``method`` on the training cells, transfer; return the NLL of each evaluation cell
-    and, with a control label, each held-out perturbation's effect correlations."""
+    """Train ``method``, transfer, and score the held-out cells.
+
+    Returns the NLL of each evaluation cell and, with a control label, each held-out
+    perturbation's effect correlations.
+    """
     from sparsevae.model import SparseVAE
 
     obs_keys = (perturbation_key, batch_key)
@@ -144,9 +147,12 @@ def _fit_transfer_score(
 def _effect_correlations(
     model, adata, evaluation, controls, genes, seed, *, perturbation_key, layer, obs_keys
 ) -> dict[str, dict[str, float]]:
-    """Per held-out perturbation in ``evaluation``: correlations of the model's predicted mean
-    change (on up to ``MAX_CONTROL_CELLS`` training control cells) with the evaluation cells'
-    observed change from all training control cells (:mod:`sparsevae.evaluate._effects`)."""
+    """Effect correlations of each held-out perturbation in ``evaluation``.
+
+    Correlations of the model's predicted mean change (on up to ``MAX_CONTROL_CELLS`` training
+    control cells) with the evaluation cells' observed change from all training control cells
+    (:mod:`sparsevae.evaluate._effects`).
+    """
     control_cells = _fresh(adata, controls, genes, layer, obs_keys)
     control_mean = mean_log_expression(control_cells)
     rng = np.random.default_rng(seed)

@@ -19,8 +19,10 @@ logger = logging.getLogger(__name__)
 
 
 def method_kwargs(method: str) -> dict:
-    """SparseVAE keyword arguments of a method name (``"svae+"``, ``"svae"``, ``"ivae"``,
-    ``"beta-vae"``, ``"vae"``)."""
+    """SparseVAE keyword arguments of a method name.
+
+    Methods: ``"svae+"``, ``"svae"``, ``"ivae"``, ``"beta-vae"``, ``"vae"``.
+    """
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose from {list(METHODS)}.")
     return dict(METHODS[method])

@@ -121,8 +121,11 @@ def linear_r2(z_true, z) -> float:
 
 
 def _matched(true_targets, pi, z_true, z):
-    """``true_targets`` and ``pi`` (rows aligned by name) with the latent matching of
-    :func:`match_latents` (Pearson): ``(true_targets, pi, true_index, inferred_index)``."""
+    """Align ``pi``'s rows to ``true_targets`` and match the latents.
+
+    Returns ``(true_targets, pi, true_index, inferred_index)``, the matching that of
+    :func:`match_latents` (Pearson).
+    """
     true_targets = pd.DataFrame(true_targets)
     pi = pd.DataFrame(pi)
     missing = true_targets.index.difference(pi.index)

@@ -1,5 +1,7 @@
-"""Reading a trained SparseVAE: which genes each latent drives, which latents each perturbation
-shifts."""
+"""Reading a trained SparseVAE.
+
+Which genes each latent drives, and which latents each perturbation shifts.
+"""
 
 from __future__ import annotations
 

@@ -170,8 +170,10 @@ def check_saved_model_fits(attr_dict: dict, var_names, adata: AnnData) -> None:
 
 
 class DataChecksMixin:
-    """The checks above on SparseVAE's getters (``load`` uses them through
-    :class:`~sparsevae.model._safe_load.SafeSaveLoadMixin`)."""
+    """The checks above, on SparseVAE's getters.
+
+    ``load`` uses them through :class:`~sparsevae.model._safe_load.SafeSaveLoadMixin`.
+    """
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
         """scvi-tools' check that ``adata`` is registered, plus its genes and (if new) counts."""

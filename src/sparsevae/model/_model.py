@@ -387,8 +387,11 @@ class SparseVAE(
 
     @torch.inference_mode()
     def _category_shifts(self, adata, batch_size, readout: str) -> np.ndarray:
-        """The prior's ``readout`` (``evaluation_shifts`` / ``edge_shifts``) for every category,
-        (n_categories, n_latent); priors that learn no shift get the data's (see below)."""
+        """The prior's ``readout`` for every category, (n_categories, n_latent).
+
+        ``readout``: ``"evaluation_shifts"`` or ``"edge_shifts"``; priors that learn no shift
+        get the data's (:meth:`_empirical_shifts`).
+        """
 
         def empirical() -> torch.Tensor:
             return torch.as_tensor(self._empirical_shifts(adata, batch_size))
@@ -396,8 +399,11 @@ class SparseVAE(
         return getattr(self.module.prior, readout)(empirical).detach().cpu().numpy()
 
     def _empirical_shifts(self, adata: AnnData | None, batch_size: int | None) -> np.ndarray:
-        """Mean latent of each category's cells in ``adata`` minus that of control (of all
-        cells without control); NaN for categories without cells, 0 for control."""
+        """Mean latent of each category's cells in ``adata`` minus that of control.
+
+        Without control, minus that of all cells; NaN for categories without cells, 0 for
+        control.
+        """
         adata = self._validate_anndata(adata)
         check_known_perturbations(self, adata)
         z = self.get_latent_representation(adata, batch_size=batch_size)

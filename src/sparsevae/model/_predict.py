@@ -23,8 +23,10 @@ PREDICTED_KEY = "predicted_perturbation"
 
 
 class PredictionMixin:
-    """Counterfactual getters of :class:`~sparsevae.SparseVAE`: shifts of labels, predicted
-    expression and treatment effects."""
+    """Counterfactual getters of :class:`~sparsevae.SparseVAE`.
+
+    Shifts of labels, predicted expression and treatment effects.
+    """
 
     def _own_category_shifts(self) -> torch.Tensor:
         """Shift of every registered category (control and unknown rows: 0), (n_categories, L)."""
@@ -149,8 +151,10 @@ class PredictionMixin:
         library_size: float = 1.0,
         log1p: bool = False,
     ) -> pd.Series:
-        """Average treatment effect per gene: mean predicted expression under ``perturbation``
-        minus that under ``reference`` (default: control), over the cells of ``adata``.
+        """Average treatment effect per gene.
+
+        The mean predicted expression under ``perturbation`` minus that under ``reference``
+        (default: control), over the cells of ``adata``.
 
         Both predictions come from :meth:`predict` on the same cells, so the difference is
         the effect of the perturbation alone. With ``log1p=True`` the means are of

@@ -189,8 +189,10 @@ def read_model_file(path: str | Path, *, trust_file: bool = False) -> dict:
 
 
 def _normalised(contents: dict) -> dict:
-    """Rebuild what ``save`` stores in plain form: history DataFrames, the registry's
-    ``defaultdict``."""
+    """Rebuild what ``save`` stores in plain form.
+
+    The history's DataFrames and the registry's ``defaultdict``.
+    """
     attributes = contents.get("attr_dict", {})
     history = attributes.get("history_")
     if isinstance(history, dict):
@@ -249,8 +251,10 @@ def plain_attributes(history: dict | None, registry: dict) -> tuple[dict | None,
 
 
 class SafeSaveLoadMixin:
-    """``save`` / ``load`` of :class:`~sparsevae.SparseVAE` through scvi-tools' format, with
-    every ``model.pt`` read by :func:`read_model_file` (no code runs from the file)."""
+    """``save`` and ``load`` of :class:`~sparsevae.SparseVAE` in scvi-tools' format.
+
+    Every ``model.pt`` is read by :func:`read_model_file`: no code runs from the file.
+    """
 
     def save(self, dir_path: str, *args, **kwargs) -> None:
         """Save the model as scvi-tools does (``model.pt``, optionally ``adata.h5ad``).

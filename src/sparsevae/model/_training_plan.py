@@ -102,8 +102,11 @@ class SparseVAETrainingPlan(TrainingPlan):
             self.module.prior.freeze_masks()
 
     def _rotation_epoch(self, max_epochs: int) -> int | None:
-        """When the KL warm-up ends (``max_epochs // 6`` without warm-up), at most half-way,
-        so that training goes on under the new orientation."""
+        """The epoch of the rotation: when the KL warm-up ends, at most half-way.
+
+        ``max_epochs // 6`` without warm-up; never past half-way, so that training goes on
+        under the new orientation.
+        """
         if not self.rotate_latents or max_epochs < 2:
             return None
         warmup = self.n_epochs_kl_warmup

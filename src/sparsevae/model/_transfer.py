@@ -44,8 +44,11 @@ def _latent_means_by_perturbation(
 
 
 class TransferMixin:
-    """Held-out perturbations on :class:`~sparsevae.SparseVAE`: ``transfer`` (learn new
-    perturbations' prior rows) and ``get_interventional_nll`` (score cells under p(z | a))."""
+    """Held-out perturbations on :class:`~sparsevae.SparseVAE`.
+
+    ``transfer`` learns new perturbations' prior rows; ``get_interventional_nll`` scores cells
+    under p(z | a).
+    """
 
     def transfer(
         self,

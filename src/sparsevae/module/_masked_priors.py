@@ -169,11 +169,13 @@ class MaskedPrior(DensePrior):
 
     @torch.no_grad()
     def rotate(self, rotation: torch.Tensor, shifts: torch.Tensor, rows: torch.Tensor) -> None:
-        """As :meth:`DensePrior.rotate`; the masks no longer match the new axes, so every edge
-        restarts undecided (logit 0, pi = 0.5). From there the first steps' gradients already
-        point each edge to the side of 0.5 where the sparsity term's optimum lies; restarting
-        from ``logit_init`` (all on) needed hundreds of steps to prune again, more than short
-        runs on small data have left after the warm-up."""
+        """As :meth:`DensePrior.rotate`, and every edge restarts undecided.
+
+        The masks no longer match the new axes, so every edge restarts undecided (logit 0, pi =
+        0.5). From there the first steps' gradients already point each edge to the side of 0.5 where
+        the sparsity term's optimum lies; restarting from ``logit_init`` (all on) needed hundreds of
+        steps to prune again, more than short runs on small data have left after the warm-up.
+        """
         super().rotate(rotation, shifts, rows)
         self.logits.fill_(0.0)
 

@@ -23,7 +23,7 @@ _MAX_ABS_LOG_THETA = 15.0
 
 
 def _bounded_exp(x: torch.Tensor) -> torch.Tensor:
-    """exp with its input capped: the encoder's variance activation, finite for any input."""
+    """Exp with its input capped: the encoder's variance activation, finite for any input."""
     return torch.exp(x.clamp(max=_MAX_LOG_VARIANCE))
 
 
@@ -70,8 +70,10 @@ def _run_layers(fc_layers: FCLayers, x: torch.Tensor) -> torch.Tensor:
 
 
 def _perturbation_codes(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Each cell's perturbation codes, shape (n, k): k = 1 for one label per cell, else the
-    width of the padded sets of singles (combinations)."""
+    """Each cell's perturbation codes, shape (n, k).
+
+    k = 1 for one label per cell, else the width of the padded sets of singles (combinations).
+    """
     codes = tensors[REGISTRY_KEYS.PERTURBATION_KEY]
     return codes.reshape(codes.shape[0], -1).long()
 
@@ -284,7 +286,7 @@ class SparseShiftVAE(BaseModuleClass):
 
     # ---- importance-weighted likelihood --------------------------------------------------
     def _log_px_scale(self, z: torch.Tensor, batch_index: torch.Tensor | None) -> torch.Tensor:
-        """log of the decoder's gene proportions, from its logits (stabler than log(softmax)).
+        """Log of the decoder's gene proportions, from its logits (stabler than log(softmax)).
 
         ``z`` may carry leading particle dimensions; they are flattened so that batch
         normalisation sees one 2-d input (scvi's FCLayers loops over a 3-d input's first axis).

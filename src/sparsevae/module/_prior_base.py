@@ -83,8 +83,10 @@ class PerturbationPrior(nn.Module, ABC):
     def from_options(
         cls, n_perturbations: int, n_latent: int, control_index: int | None, **options
     ) -> PerturbationPrior:
-        """Build from the model's prior options (``alpha``, ``temperature``, ...); a prior takes
-        those it has and ignores the others."""
+        """Build from the model's prior options (``alpha``, ``temperature``, ...).
+
+        A prior takes the options it has and ignores the others.
+        """
         return cls(n_perturbations, n_latent, control_index)
 
     # ---- per-cell quantities --------------------------------------------------------------
@@ -134,8 +136,10 @@ class PerturbationPrior(nn.Module, ABC):
     # ---- readouts of the model's getters --------------------------------------------------
     @abstractmethod
     def mask_probabilities(self) -> torch.Tensor:
-        """P(gamma = 1), shape (n_perturbations, n_latent); by definition for mask-free priors
-        (1 where every latent is shifted, 0 where none is)."""
+        """P(gamma = 1), shape (n_perturbations, n_latent).
+
+        By definition for mask-free priors: 1 where every latent is shifted, 0 where none is.
+        """
 
     @abstractmethod
     def evaluation_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -151,9 +155,11 @@ class PerturbationPrior(nn.Module, ABC):
 
     @abstractmethod
     def targets(self, shifts: torch.Tensor, threshold: float, n_top: int) -> torch.Tensor:
-        """The perturbation -> latent graph (bool, n_perturbations x n_latent) read from
-        ``shifts`` (:meth:`evaluation_shifts`): ``pi > threshold`` for masked priors, the
-        ``n_top`` largest ``|shift|`` per perturbation (the paper's readout) otherwise."""
+        """The perturbation -> latent graph, bool (n_perturbations, n_latent).
+
+        Read from ``shifts`` (:meth:`evaluation_shifts`): ``pi > threshold`` for masked priors,
+        the ``n_top`` largest ``|shift|`` per perturbation (the paper's readout) otherwise.
+        """
 
     # ---- training schedule ----------------------------------------------------------------
     def start_training(self) -> None:
@@ -189,8 +195,10 @@ class PerturbationPrior(nn.Module, ABC):
             )
 
     def effective_sparse_transfer(self, requested: bool) -> bool:
-        """``sparse`` for :meth:`init_transfer` when a report asks for sparse transfer of every
-        method: masks are learned where the prior has them."""
+        """``sparse`` for :meth:`init_transfer` when sparse transfer is asked of every method.
+
+        Masks are learned where the prior has them.
+        """
         return False
 
     def init_transfer(

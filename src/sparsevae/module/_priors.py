@@ -38,9 +38,11 @@ def make_prior(
     control_index: int | None,
     **options,
 ) -> PerturbationPrior:
-    """Build the prior called ``name`` from the registry; ``options`` (``alpha``: the Beta
-    parameter or the L1 weight, ``temperature``, ``logit_init``, ``estimator``) go to the
-    priors that have them."""
+    """Build the prior called ``name`` from the registry.
+
+    ``options`` (``alpha``: the Beta parameter or the L1 weight, ``temperature``,
+    ``logit_init``, ``estimator``) go to the priors that have them.
+    """
     if name not in PRIOR_CLASSES:
         raise ValueError(f"Unknown prior {name!r}; choose one of {sorted(PRIOR_CLASSES)}.")
     return PRIOR_CLASSES[name].from_options(n_perturbations, n_latent, control_index, **options)

@@ -117,9 +117,11 @@ def sparse_rotation(
 
 
 def _closest_to_identity(rotation: torch.Tensor) -> torch.Tensor:
-    """The same rotation up to a signed permutation of its columns (which changes no L1
-    norm), chosen so that each latent keeps as much of its old axis as it can: latents are
-    not renamed or flipped for nothing."""
+    """The same rotation up to a signed permutation of its columns.
+
+    A signed permutation changes no L1 norm; it is chosen so that each latent keeps as much of its
+    old axis as it can: latents are not renamed or flipped for nothing.
+    """
     rows, cols = linear_sum_assignment(rotation.abs().cpu().numpy(), maximize=True)
     order = torch.as_tensor(cols[rows.argsort()], device=rotation.device)
     permuted = rotation[:, order]

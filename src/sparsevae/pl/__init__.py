@@ -1,5 +1,7 @@
-"""Plots that read what ``sparsevae.tl`` (or a model getter) wrote; each takes ``show``, ``save``
-and ``ax``."""
+"""Plots that read what ``sparsevae.tl`` (or a model getter) wrote.
+
+Each takes ``show``, ``save`` and ``ax``.
+"""
 
 from ._clusters import perturbation_clusters
 from ._history import training_history

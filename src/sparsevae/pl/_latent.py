@@ -22,9 +22,11 @@ _EXPRESSION = "expression_per_10k"
 def _top_genes(
     loadings: pd.DataFrame, latents: Sequence[str] | None, n_genes: int, min_expression: float
 ) -> pd.DataFrame:
-    """Rows of ``loadings`` for each latent's ``n_genes`` largest ``|log2_fold_change|``
-    among genes expressed at ``min_expression`` or more, latent by latent (in the order of
-    ``latents``), strongest first."""
+    """The rows of ``loadings`` to plot: each latent's strongest genes.
+
+    Each latent's ``n_genes`` largest ``|log2_fold_change|`` among genes expressed at
+    ``min_expression`` or more, latent by latent (in the order of ``latents``), strongest first.
+    """
     required = {"latent", "gene", _VALUE} | ({_EXPRESSION} if min_expression > 0 else set())
     missing = required - set(loadings.columns)
     if missing:

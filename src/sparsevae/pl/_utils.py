@@ -48,8 +48,11 @@ def label_fontsize(n_labels: int) -> float:
 
 
 def symmetric_limit(values) -> float:
-    """Largest absolute finite value (1 if there is none or it is 0): ``vmin=-limit,
-    vmax=limit`` centre a diverging colour map at 0 (seaborn's ``center=`` warns)."""
+    """Largest absolute finite value (1 if there is none or it is 0).
+
+    ``vmin=-limit, vmax=limit`` centre a diverging colour map at 0 (seaborn's ``center=``
+    warns).
+    """
     array = np.asarray(values, dtype=float)
     limit = float(np.nanmax(np.abs(array))) if array.size else 0.0
     return limit if limit > 0 else 1.0
