@@ -27,6 +27,9 @@ from sparsevae.model import default_max_epochs
 
 from .conftest import small_simulation
 
+# Default runs train many models (the held-out report: five methods per split): about 75 s.
+pytestmark = pytest.mark.slow
+
 # The public namespaces and every name they export; a new public name without a call below
 # fails test_every_public_name_is_called.
 NAMESPACES = ("data", "tl", "pl", "metrics", "evaluate")

@@ -105,6 +105,7 @@ def test_cli_fit_backed(tmp_path):
     assert ad.read_h5ad(out / "results.h5ad").obsm["X_sparsevae"].shape == (210, 3)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="DDP over gloo is exercised on Linux")
 def test_distributed_data_parallel_two_cpu_processes(tmp_path):
     """`sparsevae fit --strategy ddp --devices 2` trains in two processes (Lightning relaunches

@@ -33,6 +33,7 @@ def test_committed_tutorial_shows_a_full_run(name):
     assert not errors
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_tutorial_runs_in_fast_mode(name, tmp_path, monkeypatch):
     notebook = nbformat.read(TUTORIALS / name, as_version=4)
