@@ -38,7 +38,7 @@ def _as_2d(name: str, values) -> np.ndarray:
 def _abs_correlation(
     z_true: np.ndarray, z: np.ndarray, method: Literal["pearson", "spearman"]
 ) -> np.ndarray:
-    """|corr| between every true latent (rows) and every inferred latent (columns)."""
+    """Absolute correlation between every true latent (rows) and every inferred latent (columns)."""
     if z_true.shape[0] != z.shape[0]:
         raise ValueError(
             f"z_true has {z_true.shape[0]} cells but z has {z.shape[0]}; pass the same cells."
@@ -65,8 +65,8 @@ def match_latents(
 
     Returns
     -------
-    ``(true_index, inferred_index, abs_corr)``: matched column pairs and the |corr| matrix
-    (true × inferred).
+    ``(true_index, inferred_index, abs_corr)``: matched column pairs and the absolute
+    correlation matrix (true × inferred).
     """
     corr = _abs_correlation(_as_2d("z_true", z_true), _as_2d("z", z), method)
     true_index, inferred_index = linear_sum_assignment(corr, maximize=True)
@@ -147,9 +147,10 @@ def _matched(true_targets, pi, z_true, z):
 def matched_graph(true_targets: pd.DataFrame, pi: pd.DataFrame, z_true, z) -> pd.DataFrame:
     """``pi`` with its latents matched to the true ones, for reading beside ``true_targets``.
 
-    Latents are matched as in :func:`graph_scores` (Hungarian on |Pearson correlation| of ``z``
-    and ``z_true``). Rows follow ``true_targets``; columns are the matched inferred latents in
-    the order of the true latents they match, named ``"<inferred>→<true>"``.
+    Latents are matched as in :func:`graph_scores` (Hungarian on the absolute Pearson
+    correlation of ``z`` and ``z_true``). Rows follow ``true_targets``; columns are the matched
+    inferred latents in the order of the true latents they match, named
+    ``"<inferred>→<true>"``.
 
     Examples
     --------

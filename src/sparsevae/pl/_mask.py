@@ -99,7 +99,7 @@ def graph_comparison(
 ) -> Sequence[Axes] | None:
     """Learned pi beside the true graph, latents matched to the true ones.
 
-    Inferred latents are matched to true latents (Hungarian on |Pearson correlation|), and
+    Inferred latents are matched to true latents (Hungarian on absolute Pearson correlation), and
     pi's columns reordered to match; rows follow ``true_targets``.
 
     Parameters
