@@ -44,17 +44,15 @@ METRICS = ["mcc_pearson", "mcc_spearman", "r2", "precision", "recall", "f1", "in
 def heldout_nll(model, adata, heldout: list[str], seed: int, n_particles: int) -> float:
     """Transfer to the held-out perturbations on half their cells; mean NLL of the other half."""
     import numpy as np
-    import scvi
 
     import sparsevae as sv
-    from sparsevae._quiet import QUIET_TRAINER
 
     (split,) = sv.evaluate.make_splits(adata, heldout=heldout, random_state=seed)
     roles = split.roles.to_numpy()
-    transferred = model.transfer(adata[roles == "transfer"].copy(), **QUIET_TRAINER)
     evaluation = adata[roles == "evaluation"].copy()
-    scvi.settings.seed = seed
-    nll = transferred.get_interventional_nll(evaluation, n_particles=n_particles)
+    _, nll = sv.evaluate.transfer_and_score(
+        model, adata[roles == "transfer"].copy(), evaluation, seed=seed, n_particles=n_particles
+    )
     labels = evaluation.obs["perturbation"].astype(str).to_numpy()
     return float(np.mean([nll[labels == p].mean() for p in heldout]))
 

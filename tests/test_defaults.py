@@ -23,6 +23,7 @@ import scvi
 
 import sparsevae as sv
 from sparsevae import cli
+from sparsevae._quiet import QUIET_TRAINER
 from sparsevae.model import default_max_epochs
 
 from .conftest import small_simulation
@@ -59,9 +60,11 @@ CALLED = {
         "make_splits",
         "mean_log_expression",
         "method_kwargs",
+        "report_markdown",
         "split_table",
         "summarize_effect_correlations",
         "summarize_interventional_nll",
+        "transfer_and_score",
     },
 }
 
@@ -92,6 +95,13 @@ def default_model():
 def default_report():
     """``interventional_nll_report(adata)`` with every default (five methods, clusters)."""
     return sv.evaluate.interventional_nll_report(tiny_screen())
+
+
+def _trained_on(adata):
+    sv.SparseVAE.setup_anndata(adata, perturbation_key="perturbation", control="control")
+    model = sv.SparseVAE(adata, n_latent=3, n_hidden=16)
+    model.train(max_epochs=5, **QUIET_TRAINER)
+    return model
 
 
 def test_every_public_name_is_called():
@@ -249,6 +259,9 @@ def test_evaluate_with_required_arguments_only(default_report):
     assert set(summary.index) == set(report["method"]) and "all" in summary.columns
     assert len(sv.evaluate.summarize_effect_correlations(report)) > 0
     assert set(sv.evaluate.split_table(report)["split"]) == set(report["split"])
+    markdown = sv.evaluate.report_markdown(report)
+    assert markdown.startswith("# Held-out interventions\n")
+    assert "## Mean interventional NLL per held-out split" in markdown and "svae+" in markdown
     adata = tiny_screen()
     splits = sv.evaluate.make_splits(adata)
     assert splits and all(isinstance(s, sv.evaluate.HeldoutSplit) for s in splits)
@@ -259,6 +272,10 @@ def test_evaluate_with_required_arguments_only(default_report):
     assert sv.evaluate.method_kwargs("svae+") == {"prior": "spike_slab"}
     change = np.arange(30.0)
     assert sv.evaluate.effect_correlations(change, 2 * change)["pearson_all_genes"] == 1.0
+    model = _trained_on(adata[adata.obs["perturbation"] != "P3"].copy())
+    held = adata[adata.obs["perturbation"] == "P3"]
+    transferred, nll = sv.evaluate.transfer_and_score(model, held[:10].copy(), held[10:].copy())
+    assert "P3" in transferred.perturbation_names and nll.shape == (10,) and (nll > 0).all()
     identifiability = sv.evaluate.identifiability_report(adata)
     assert len(identifiability) == 5
     assert identifiability["mcc_pearson"].between(0, 1).all()

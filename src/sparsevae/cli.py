@@ -144,36 +144,9 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _markdown_report(
-    args: argparse.Namespace, adata, report: pd.DataFrame, figures: list[str], seconds: float
-) -> str:
-    import sparsevae as sv
-
-    summary = sv.evaluate.summarize_interventional_nll(report)
-    per_perturbation = report.pivot_table(
-        index=["split", "perturbation"], columns="method", values="interventional_nll"
-    )
-    counts = report.drop_duplicates(["split", "perturbation"]).set_index(["split", "perturbation"])[
-        ["n_transfer_cells", "n_cells"]
-    ]
-    per_perturbation = (
-        counts.astype(int)
-        .join(per_perturbation)
-        .rename(columns={"n_cells": "n_eval_cells"})
-        .reset_index()
-    )
-    effects = sv.evaluate.summarize_effect_correlations(report)
-    per_perturbation_effects = (
-        report.groupby(["split", "perturbation", "method"])["pearson_all_genes"]
-        .mean()  # over seeds
-        .unstack("method")[list(effects.index)]
-        .reset_index()
-    )
-    notes = report.loc[report["note"] != "", ["split", "perturbation", "note"]].drop_duplicates()
-    splits = {name: split["heldout"] for name, split in report.attrs["splits"].items()}
-    lines = [
-        f"# Held-out interventions: {Path(args.data).name}",
-        "",
+def _report_description(args: argparse.Namespace, adata, seconds: float) -> str:
+    """The settings paragraph of ``report.md``."""
+    return (
         f"{adata.n_obs} cells × {adata.n_vars} genes; perturbation key `{args.perturbation_key}`, "
         f"control `{args.control}`. Methods {', '.join(args.methods.split(','))}; seeds "
         f"{args.seeds}; {args.max_epochs} epochs; n_latent {args.n_latent}; "
@@ -184,43 +157,8 @@ def _markdown_report(
             if args.n_top_genes and args.n_top_genes < adata.n_vars
             else "all."
         )
-        + f" Total {seconds / 60:.1f} min.",
-        "",
-        "Interventional NLL = negative IWELBO of each evaluation cell (nats per cell, lower is "
-        "better), averaged per perturbation, then over perturbations.",
-        "",
-        "## Mean interventional NLL per held-out split",
-        "",
-        summary.to_markdown(floatfmt=".2f"),
-        "",
-        "## Held-out splits",
-        "",
-        *[f"- **{name}** ({len(held)}): {', '.join(held)}" for name, held in splits.items()],
-        "",
-        "## Per perturbation",
-        "",
-        per_perturbation.to_markdown(index=False, floatfmt=".2f"),
-        "",
-        "## Predicted vs observed mean change",
-        "",
-        "Pearson correlation of each transferred model's predicted change of mean log1p(counts "
-        "per 10,000) from control (on training control cells) with the evaluation cells' "
-        "observed change, over all genes and over the 20 genes with the largest observed "
-        "change; mean over held-out perturbations and seeds. NaN for the VAE and beta-VAE, "
-        "which learn no shift to predict from, and (`n_no_change`) where a model predicts no "
-        "change.",
-        "",
-        effects.to_markdown(floatfmt=".3f"),
-        "",
-        "Per perturbation (all genes):",
-        "",
-        per_perturbation_effects.to_markdown(index=False, floatfmt=".3f"),
-        "",
-    ]
-    if len(notes):
-        lines += ["## Not evaluated", "", notes.to_markdown(index=False), ""]
-    lines += ["## Figures", "", *[f"![{f}]({f})" for f in figures], ""]
-    return "\n".join(lines)
+        + f" Total {seconds / 60:.1f} min."
+    )
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -270,7 +208,13 @@ def _report(args: argparse.Namespace) -> int:
         sv.pl.perturbation_clusters(adata, show=False, save=out / figures[-1])
         pd.DataFrame(adata.uns["perturbation_cluster"]["clusters"]).to_csv(out / "clusters.csv")
     seconds = time.perf_counter() - start
-    (out / "report.md").write_text(_markdown_report(args, adata, report, figures, seconds))
+    markdown = sv.evaluate.report_markdown(
+        report,
+        title=f"Held-out interventions: {Path(args.data).name}",
+        description=_report_description(args, adata, seconds),
+        figures=figures,
+    )
+    (out / "report.md").write_text(markdown)
     print(sv.evaluate.summarize_interventional_nll(report).round(2).to_string())
     print(f"Wrote report.md, report.csv, splits.csv and figures to {out}/ ({seconds:.0f} s)")
     return 0

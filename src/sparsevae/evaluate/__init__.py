@@ -6,8 +6,10 @@ from ._heldout import (
     split_table,
     summarize_effect_correlations,
     summarize_interventional_nll,
+    transfer_and_score,
 )
 from ._identifiability import identifiability_report, method_kwargs
+from ._report import report_markdown
 from ._splits import HeldoutSplit, make_splits
 
 __all__ = [
@@ -18,7 +20,9 @@ __all__ = [
     "make_splits",
     "mean_log_expression",
     "method_kwargs",
+    "report_markdown",
     "split_table",
     "summarize_effect_correlations",
     "summarize_interventional_nll",
+    "transfer_and_score",
 ]
