@@ -2,11 +2,14 @@
 
 Each case builds a small simulated screen, breaks one thing and calls the public API. The
 outcome is measured, not described: the exception type and message, or the warnings emitted
-and the value returned. Writes a Markdown table (default ``ROBUSTNESS_TABLE.md``).
+and the value returned. Writes a Markdown table and a CSV of the behaviours.
 
 Usage::
 
-    python benchmarks/bad_inputs.py [--out ROBUSTNESS_TABLE.md]
+    python benchmarks/bad_inputs.py   # writes benchmarks/results/bad_inputs.{md,csv}
+
+``tests/test_bad_inputs.py`` runs every case and holds its behaviour (the error type, or a
+warning and the value returned) to ``bad_inputs.csv``: a check that regresses fails the tests.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import scvi
 import torch
 from scipy import sparse
@@ -25,6 +29,7 @@ from scipy import sparse
 import sparsevae as sv
 from sparsevae._quiet import QUIET_TRAINER, silence_lightning
 
+RESULTS = Path(__file__).parent / "results"
 CASES: list[tuple[str, str, Callable]] = []
 
 
@@ -586,10 +591,11 @@ def cell(text: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("ROBUSTNESS_TABLE.md"))
+    parser.add_argument("--out", type=Path, default=RESULTS / "bad_inputs.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
     silence_lightning()
+    rows = []
     lines = [
         "# Bad inputs and what sparsevae does with them",
         "",
@@ -601,12 +607,17 @@ def main() -> None:
     ]
     for number, (group, description, function) in enumerate(CASES, start=1):
         behaviour, message = outcome(function)
+        rows.append(
+            {"number": number, "group": group, "input": description, "behaviour": behaviour}
+        )
         lines.append(
             f"| {number} | {group} | {cell(description)} | {cell(behaviour)} | {cell(message)} |"
         )
         print(f"{number:2d} {description}: {behaviour}", flush=True)
     args.out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+    # What tests/test_bad_inputs.py holds every case to.
+    pd.DataFrame(rows).to_csv(args.out.with_suffix(".csv"), index=False)
+    print(f"wrote {args.out} and {args.out.with_suffix('.csv')}")
 
 
 if __name__ == "__main__":
