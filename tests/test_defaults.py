@@ -178,6 +178,15 @@ def test_prediction_getters_with_required_arguments_only(default_model):
     np.testing.assert_allclose(np.asarray(predicted.X).sum(axis=1), 1.0, rtol=1e-4)
     effect = model.get_treatment_effect(perturbation=first)
     assert effect.shape == (adata.n_vars,) and np.isfinite(effect).all()
+    expression = model.get_normalized_expression()
+    assert expression.shape == adata.shape and list(expression.columns) == list(adata.var_names)
+    np.testing.assert_allclose(expression.to_numpy().sum(axis=1), 1.0, rtol=1e-4)
+    control = np.flatnonzero(adata.obs["perturbation"] == "control")
+    np.testing.assert_allclose(  # each cell's own perturbation: predict's reconstruction
+        expression.to_numpy()[control],
+        model.predict(perturbation="control", indices=control).X,
+        rtol=1e-5,
+    )
 
 
 def test_transfer_save_and_load_with_required_arguments_only(default_model, tmp_path, capsys):
@@ -330,6 +339,7 @@ def test_public_methods_are_listed():
         "get_marginal_ll", "get_mask_probabilities", "get_perturbation_shifts",
         "get_reconstruction_error", "get_target_table", "get_treatment_effect", "predict",
         "train", "transfer", "save", "load", "load_registry", "view_setup_args",
+        "get_normalized_expression",
         "setup_anndata",
     }  # fmt: skip
     assert own <= called, own - called

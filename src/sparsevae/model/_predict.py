@@ -16,7 +16,7 @@ from anndata import AnnData
 from sparsevae._constants import REGISTRY_KEYS
 
 from ._combinations import parse_perturbation
-from ._matching import check_known_perturbations
+from ._matching import check_known_perturbations, warn_unknown_perturbations
 
 #: obs column and uns key of :meth:`PredictionMixin.predict`'s AnnData naming the perturbation.
 PREDICTED_KEY = "predicted_perturbation"
@@ -34,6 +34,72 @@ class PredictionMixin:
         full = np.zeros((len(self._categories), shifts.shape[1]), dtype=np.float32)
         full[self._perturbed_rows] = shifts
         return torch.as_tensor(full)
+
+    def _decoded_means(self, adata, indices, batch_size, library_size, latent_change=None):
+        """Decoder means at each cell's posterior mean, (n_cells, n_genes).
+
+        Gene proportions times ``library_size``; the posterior mean is moved by
+        ``latent_change(tensors, device)`` if given.
+        """
+        module = self.module
+        module.eval()
+        device = next(module.parameters()).device
+        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+        chunks = []
+        for tensors in loader:
+            x = tensors[REGISTRY_KEYS.X_KEY].to(device)
+            qz, _ = module.z_encoder(torch.log1p(x))
+            z = qz.loc if latent_change is None else qz.loc + latent_change(tensors, device)
+            batch = tensors.get(REGISTRY_KEYS.BATCH_KEY)
+            cat = () if module.n_batch <= 1 or batch is None else (batch.to(device),)
+            library = torch.zeros(x.shape[0], 1, device=device)  # unused by px_scale
+            px_scale = module.decoder("gene", z, library, *cat)[0]
+            chunks.append((px_scale * library_size).cpu().numpy())
+        return np.concatenate(chunks, axis=0)
+
+    @torch.inference_mode()
+    def get_normalized_expression(
+        self,
+        adata: AnnData | None = None,
+        indices: np.ndarray | None = None,
+        *,
+        library_size: float = 1.0,
+        batch_size: int | None = None,
+        return_numpy: bool = False,
+    ) -> pd.DataFrame | np.ndarray:
+        """Each cell's expected expression: the decoder's mean at its posterior mean.
+
+        The decoder's gene proportions at the encoder's posterior mean of z, times
+        ``library_size`` (1: proportions; :data:`~sparsevae._constants.TARGET_SUM`: counts per
+        10,000, the scale of scanpy's ``normalize_total``). It is :meth:`predict` with each
+        cell's own perturbation. The encoder reads counts only, so cells of perturbations the
+        model has not learned work too (with a warning naming them).
+
+        Parameters
+        ----------
+        adata
+            Cells (default: the model's), with the model's genes.
+        indices
+            Subset of cells of ``adata``.
+        library_size
+            Scale of the output.
+        batch_size
+            Cells per minibatch.
+        return_numpy
+            Return an array instead of a DataFrame cells × genes.
+
+        Returns
+        -------
+        DataFrame (cells × genes, indexed by ``obs_names`` and ``var_names``) or ndarray.
+        """
+        self._check_if_trained(warn=True)
+        adata = self._validate_anndata(adata)
+        warn_unknown_perturbations(self, adata, "get_normalized_expression")
+        values = self._decoded_means(adata, indices, batch_size, library_size)
+        if return_numpy:
+            return values
+        cells = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        return pd.DataFrame(values, index=adata.obs_names[cells], columns=adata.var_names)
 
     def get_combination_shift(self, perturbation: str) -> pd.Series:
         """Latent shift of a perturbation label: the sum of its singles' shifts.
@@ -111,30 +177,21 @@ class PredictionMixin:
             self.get_combination_shift(perturbation).to_numpy(dtype=np.float32)
         )
         own_shifts = self._own_category_shifts()
-        module = self.module
-        module.eval()
-        device = next(module.parameters()).device
-        target, own_shifts = target.to(device), own_shifts.to(device)
-        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
-        chunks = []
-        for tensors in loader:
-            x = tensors[REGISTRY_KEYS.X_KEY].to(device)
+
+        def swap_shift(tensors, device) -> torch.Tensor:
             codes = tensors[REGISTRY_KEYS.PERTURBATION_KEY].to(device)
             codes = codes.reshape(codes.shape[0], -1).long()
-            valid = (codes >= 0).unsqueeze(-1).to(own_shifts.dtype)
-            own = (own_shifts[codes.clamp(min=0)] * valid).sum(dim=1)
-            qz, _ = module.z_encoder(torch.log1p(x))
-            z = qz.loc - own + target
-            batch = tensors.get(REGISTRY_KEYS.BATCH_KEY)
-            cat = () if module.n_batch <= 1 or batch is None else (batch.to(device),)
-            library = torch.zeros(x.shape[0], 1, device=device)  # unused by px_scale
-            px_scale = module.decoder("gene", z, library, *cat)[0]
-            chunks.append((px_scale * library_size).cpu().numpy())
+            shifts = own_shifts.to(device)
+            valid = (codes >= 0).unsqueeze(-1).to(shifts.dtype)
+            own = (shifts[codes.clamp(min=0)] * valid).sum(dim=1)
+            return target.to(device) - own
+
+        values = self._decoded_means(adata, indices, batch_size, library_size, swap_shift)
         cells = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
         obs = adata.obs.iloc[cells].copy()
         obs[PREDICTED_KEY] = str(perturbation)
         return AnnData(
-            X=np.concatenate(chunks, axis=0),
+            X=values,
             obs=obs,
             var=pd.DataFrame(index=adata.var_names.copy()),
             uns={PREDICTED_KEY: str(perturbation), "library_size": float(library_size)},
