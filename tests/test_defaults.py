@@ -164,6 +164,10 @@ def test_model_getters_with_required_arguments_only(default_model, tmp_path):
     assert nll.shape == (adata.n_obs,) and np.isfinite(nll).all() and (nll > 0).all()
     assert np.isfinite(float(model.get_elbo()))
     assert np.isfinite(float(model.get_marginal_ll()))
+    with pytest.raises(ValueError, match=r"differential_abundance needs sample_key=\.\.\."):
+        model.differential_abundance()
+    abundance = model.differential_abundance(sample_key="perturbation")
+    assert abundance.shape == (adata.n_obs, 5) and np.isfinite(abundance.to_numpy()).all()
     errors = model.get_reconstruction_error()
     assert errors and all(np.isfinite(float(value)) for value in errors.values())
 
@@ -339,7 +343,7 @@ def test_public_methods_are_listed():
         "get_marginal_ll", "get_mask_probabilities", "get_perturbation_shifts",
         "get_reconstruction_error", "get_target_table", "get_treatment_effect", "predict",
         "train", "transfer", "save", "load", "load_registry", "view_setup_args",
-        "get_normalized_expression",
+        "get_normalized_expression", "differential_abundance",
         "setup_anndata",
     }  # fmt: skip
     assert own <= called, own - called

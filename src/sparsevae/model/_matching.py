@@ -197,6 +197,27 @@ class DataChecksMixin:
             )
         return super().get_latent_representation(adata, *args, **kwargs)
 
+    def differential_abundance(
+        self, adata: AnnData | None = None, sample_key: str | None = None, *args, **kwargs
+    ):
+        """As scvi-tools' ``differential_abundance``, with ``sample_key`` checked first.
+
+        ``sample_key`` names the column of ``adata.obs`` with each cell's sample: the log
+        density of every cell under each sample's aggregated posterior is written to
+        ``adata.obsm["da_log_probs"]`` (cells × samples), as scvi-tools does, and returned.
+        (scvi-tools fails with ``KeyError: None`` when it is not given, and returns nothing.)
+        """
+        data = self._validate_anndata(adata)
+        if sample_key is None or sample_key not in data.obs:
+            given = "not given" if sample_key is None else f"{sample_key!r} is not in adata.obs"
+            hint = did_you_mean(sample_key, list(data.obs.columns)) if sample_key else ""
+            raise ValueError(
+                f"differential_abundance needs sample_key=..., the column of adata.obs with each "
+                f"cell's sample ({given}).{hint} Columns: {list(data.obs.columns)[:10]}."
+            )
+        super().differential_abundance(data, sample_key, *args, **kwargs)
+        return data.obsm["da_log_probs"]
+
     # Getters that evaluate p(z | a) need every perturbation of ``adata`` to be known.
     def get_elbo(self, adata: AnnData | None = None, *args, **kwargs):
         """As scvi-tools' ``get_elbo``; raises if ``adata`` holds unknown perturbations."""
