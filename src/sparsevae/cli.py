@@ -33,7 +33,7 @@ DEMO_SETTINGS = {
             "n_genes": 60,
             "n_targets": (1, 2),
         },
-        # 50 epochs: about 35 s in all on 2 CPU cores. Over simulation seeds 0-4 sVAE+ had
+        # 50 epochs: about 30 s in all on 2 CPU cores. Over simulation seeds 0-4 sVAE+ had
         # the highest MCC of the five methods on every seed at 50 epochs, as at 100.
         "max_epochs": 50,
     },
