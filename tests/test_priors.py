@@ -113,6 +113,12 @@ def test_every_prior_answers_the_protocol():
         [True, False],
         [False, True],
     ]
+    unknown = torch.tensor([[0.0, 0.0], [float("nan"), float("nan")], [0.5, 2.0]])
+    assert standard.targets(unknown, 0.5, 1).tolist() == [
+        [True, False],
+        [False, False],  # no cells, no known shift: no target (not the first latent)
+        [False, True],
+    ]
     with pytest.raises(ValueError, match="rotate_latents=True needs a sparse prior"):
         make_prior("dense", 3, 2, 0).resolve_rotation(True)
     with pytest.raises(ValueError, match="sparse=True learns masks"):

@@ -242,7 +242,7 @@ def _top_abs(shifts: torch.Tensor, n_top: int) -> torch.Tensor:
     top = torch.argsort(-values, dim=1, stable=True)[:, :n_top]
     targets = torch.zeros_like(values, dtype=torch.bool)
     targets.scatter_(1, top, True)
-    return targets
+    return targets & ~torch.isnan(shifts)  # a shift not known (no cells) is no target
 
 
 class DensePrior(PerturbationPrior):
