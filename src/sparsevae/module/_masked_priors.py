@@ -32,6 +32,9 @@ class MaskedPrior(DensePrior):
 
     Parameters
     ----------
+    alpha
+        Sparsity: the Beta(1, alpha) parameter of :class:`SpikeSlabPrior`, the L1 weight of
+        :class:`L1Prior`.
     temperature
         Gumbel-sigmoid temperature (``estimator="gumbel"`` only).
     logit_init
