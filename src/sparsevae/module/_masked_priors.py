@@ -167,9 +167,6 @@ class MaskedPrior(DensePrior):
     def mask_probabilities(self) -> torch.Tensor:
         return torch.sigmoid(self._clamped_logits())
 
-    def edge_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
-        return self.mu * self.is_perturbed.unsqueeze(-1)
-
     @torch.no_grad()
     def rotate(self, rotation: torch.Tensor, shifts: torch.Tensor, rows: torch.Tensor) -> None:
         """As :meth:`DensePrior.rotate`, and every edge restarts undecided.
