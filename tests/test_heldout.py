@@ -152,9 +152,9 @@ def test_one_particle_iwelbo_is_the_single_sample_elbo(fitted):
     torch.manual_seed(0)
     iwelbo = module.marginal_ll(tensors, n_mc_samples=1)
     with torch.no_grad():  # the same draw through the full forward pass and torch's own NB
-        torch.manual_seed(0)
         x = tensors["X"]
-        qz, _ = module.z_encoder(torch.log1p(x))
+        qz, _ = module.z_encoder(torch.log1p(x))  # scvi's Encoder, not the module's encode
+        torch.manual_seed(0)
         z = qz.rsample((1,))  # loc + scale * eps, eps drawn as marginal_ll draws it
         library = torch.log(x.sum(dim=1, keepdim=True))
         generative = module.generative(z, library, tensors["perturbation"])

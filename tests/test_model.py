@@ -78,11 +78,11 @@ def test_training_path_encodes_as_scvis_encoder(adata, training):
     torch.manual_seed(0)
     expected, _ = module.z_encoder(torch.log1p(x))
     torch.manual_seed(0)
-    qz = module._encode(x)
+    qz = module.encode(x)
     assert torch.equal(qz.loc, expected.loc) and torch.equal(qz.scale, expected.scale)
     if training:  # dropout was active: a different seed gives a different q
         torch.manual_seed(1)
-        assert not torch.equal(module._encode(x).loc, expected.loc)
+        assert not torch.equal(module.encode(x).loc, expected.loc)
 
 
 def test_save_load_gives_identical_outputs(trained, tmp_path):

@@ -48,13 +48,13 @@ class PredictionMixin:
         chunks = []
         for tensors in loader:
             x = tensors[REGISTRY_KEYS.X_KEY].to(device)
-            qz, _ = module.z_encoder(torch.log1p(x))
-            z = qz.loc if latent_change is None else qz.loc + latent_change(tensors, device)
+            z = module.encode(x).loc
+            if latent_change is not None:
+                z = z + latent_change(tensors, device)
             batch = tensors.get(REGISTRY_KEYS.BATCH_KEY)
-            cat = () if module.n_batch <= 1 or batch is None else (batch.to(device),)
-            library = torch.zeros(x.shape[0], 1, device=device)  # unused by px_scale
-            px_scale = module.decoder("gene", z, library, *cat)[0]
-            chunks.append((px_scale * library_size).cpu().numpy())
+            batch = None if module.n_batch <= 1 or batch is None else batch.to(device)
+            proportions = module.decode(z, batch).exp()
+            chunks.append((proportions * library_size).cpu().numpy())
         return np.concatenate(chunks, axis=0)
 
     @torch.inference_mode()

@@ -188,7 +188,7 @@ class SparseShiftVAE(BaseModuleClass):
     def inference(self, x: torch.Tensor, n_samples: int = 1) -> dict:
         """q(z | x) from log1p counts; ``library`` is the observed log library size."""
         library = torch.log(x.sum(dim=1, keepdim=True))
-        qz = self._encode(x)
+        qz = self.encode(x)
         if n_samples > 1:
             z = qz.rsample((n_samples,))
             library = library.expand(n_samples, -1, -1)
@@ -196,14 +196,15 @@ class SparseShiftVAE(BaseModuleClass):
             z = qz.rsample()
         return {MODULE_KEYS.QZ_KEY: qz, MODULE_KEYS.Z_KEY: z, MODULE_KEYS.LIBRARY_KEY: library}
 
-    def _encode(self, x: torch.Tensor) -> Normal:
+    def encode(self, x: torch.Tensor) -> Normal:
         """q(z | x) from counts: scvi's ``Encoder`` on log1p counts, run layer by layer.
 
-        The same distribution as ``self.z_encoder(torch.log1p(x))`` (tested), without drawing
-        the sample the encoder draws and built without ``Normal``'s argument checks (the
-        variance is positive by construction, and the checks synchronise on every call). This
-        is the training step's path; the evaluation paths, run once per cell, keep calling
-        ``z_encoder`` so that their random draws stay those of earlier versions.
+        The one place that encodes cells: training, the IWELBO, the rotation's data pass,
+        predictions and the gene loadings all call it. The same distribution as
+        ``self.z_encoder(torch.log1p(x))`` (tested), without drawing the sample the encoder
+        draws and built without ``Normal``'s argument checks (the variance is positive by
+        construction, and the checks synchronise on every call). Dropout follows the module's
+        mode.
         """
         encoder = self.z_encoder
         hidden = _run_layers(encoder.encoder, torch.log1p(x))
@@ -223,7 +224,7 @@ class SparseShiftVAE(BaseModuleClass):
         The prior is ``None`` in training when its KL term is computed in closed form from the
         perturbation codes (``mask_estimator="exact"``): no mask needs drawing then.
         """
-        log_scale = self._log_px_scale(z, batch_index)
+        log_scale = self.decode(z, batch_index)
         log_rate = log_scale + library
         px = NegativeBinomial(
             mu=torch.exp(log_rate), theta=torch.exp(self.log_theta()), scale=torch.exp(log_scale)
@@ -285,8 +286,11 @@ class SparseShiftVAE(BaseModuleClass):
         self.prior.rotate(rotation, shifts, rows)
 
     # ---- importance-weighted likelihood --------------------------------------------------
-    def _log_px_scale(self, z: torch.Tensor, batch_index: torch.Tensor | None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, batch_index: torch.Tensor | None = None) -> torch.Tensor:
         """Log of the decoder's gene proportions, from its logits (stabler than log(softmax)).
+
+        The one place that decodes latents (the IWELBO calls :meth:`_decode_log_scale` with
+        the folded decoder computed once for all its particles).
 
         ``z`` may carry leading particle dimensions; they are flattened so that batch
         normalisation sees one 2-d input (scvi's FCLayers loops over a 3-d input's first axis).
@@ -304,7 +308,7 @@ class SparseShiftVAE(BaseModuleClass):
         batch_index: torch.Tensor | None,
         folded: list[tuple[torch.Tensor, torch.Tensor]] | None,
     ) -> torch.Tensor:
-        """:meth:`_log_px_scale` with the folded decoder given (``None``: use the modules)."""
+        """:meth:`decode` with the folded decoder given (``None``: use the modules)."""
         lead, n_latent = z.shape[:-1], z.shape[-1]
         z_flat = z.reshape(-1, n_latent)
         if folded is not None:
@@ -360,12 +364,12 @@ class SparseShiftVAE(BaseModuleClass):
         are shifted in one decoder pass over n_latent × n_cells inputs. Batch normalisation
         follows the module's mode: call ``eval()`` first.
         """
-        qz, _ = self.z_encoder(torch.log1p(x))
+        qz = self.encode(x)
         z = qz.loc
         steps = shift * torch.eye(self.n_latent, device=z.device, dtype=z.dtype)
         shifted = z.unsqueeze(0) + steps.unsqueeze(1)  # (n_latent, n_cells, n_latent)
-        base = self._log_px_scale(z, batch_index)
-        moved = self._log_px_scale(shifted, batch_index)
+        base = self.decode(z, batch_index)
+        moved = self.decode(shifted, batch_index)
         return (moved - base.unsqueeze(0)).sum(dim=1), base.exp().sum(dim=0)
 
     @torch.inference_mode()
@@ -395,7 +399,7 @@ class SparseShiftVAE(BaseModuleClass):
         batch_index = tensors.get(REGISTRY_KEYS.BATCH_KEY)
         if batch_index is not None:
             batch_index = batch_index.unsqueeze(1)  # (n_cells, 1, 1): broadcasts over particles
-        qz, _ = self.z_encoder(torch.log1p(x))
+        qz = self.encode(x)
         pz = self.prior.distribution(perturbation)
         folded = self._folded_decoder() if self.n_batch <= 1 else None
         library = x.sum(dim=-1, keepdim=True)

@@ -46,7 +46,7 @@ def latent_shift_sums(module, batches: Iterable[dict]) -> tuple[torch.Tensor, to
         row = codes.gather(1, weight.argmax(dim=1, keepdim=True)).squeeze(1)
         row = torch.where(n_perturbed == 0, n_rows - 1, row)
         keep = n_perturbed <= 1
-        qz, _ = module.z_encoder(torch.log1p(x[keep]))
+        qz = module.encode(x[keep])
         sums.index_add_(0, row[keep], qz.loc.double())
         counts.index_add_(0, row[keep], torch.ones_like(sums[row[keep], 0]))
     return sums, counts
