@@ -145,12 +145,38 @@ def test_pair_with_an_unknown_single_names_it(trained_pairs):
         model.predict(perturbation="P0+PX")
 
 
+def _own_shift(model, adata, label):
+    """Mean posterior mean of ``label``'s cells minus control's (the hand computation)."""
+    z = model.get_latent_representation(adata)
+    labels = adata.obs["perturbation"].astype(str).to_numpy()
+    return z[labels == label].mean(axis=0) - z[labels == "control"].mean(axis=0)
+
+
 def test_shift_of_a_pair_is_the_sum_of_its_singles(trained_pairs):
-    model, _, _ = trained_pairs
+    model, train, _ = trained_pairs
     shifts = model.get_perturbation_shifts()
-    pair = model.get_combination_shift("P2+P3")
+    pair = model.get_combination_shift("P2+P3", source="prior")
     assert np.allclose(pair.to_numpy(), (shifts.loc["P2"] + shifts.loc["P3"]).to_numpy())
-    assert np.allclose(model.get_combination_shift("control").to_numpy(), 0.0)
+    own = _own_shift(model, train, "P2") + _own_shift(model, train, "P3")
+    assert np.allclose(model.get_combination_shift("P2+P3").to_numpy(), own, atol=1e-5)
+    for source in ("empirical", "prior"):
+        assert np.allclose(model.get_combination_shift("control", source=source), 0.0)
+    with pytest.raises(ValueError, match="source='bogus' is unknown"):
+        model.get_combination_shift("P2", source="bogus")
+
+
+def test_empirical_shift_needs_cells_of_its_own(trained_pairs):
+    _, train, _ = trained_pairs
+    only_in_pair = train[(train.obs["perturbation"] != "P1").to_numpy()].copy()  # P1: in P0+P1
+    sv.SparseVAE.setup_anndata(
+        only_in_pair, perturbation_key="perturbation", control="control", combination_delimiter="+"
+    )
+    model = sv.SparseVAE(only_in_pair, n_latent=3, n_hidden=16)
+    model.train(max_epochs=1, **QUIET)
+    with pytest.raises(ValueError, match=r"\['P1'\] have no cells of their own.*source='prior'"):
+        model.get_combination_shift("P0+P1")
+    model.get_combination_shift("P0+P1", source="prior")
+    model.get_combination_shift("P0")
 
 
 def _decode(model, adata, shift):
@@ -181,9 +207,12 @@ def test_predict_a_zero_shot_pair_adds_the_singles_shifts(trained_pairs):
     model, train, _ = trained_pairs
     control = train[train.obs["perturbation"] == "control"].copy()
     shifts = model.get_perturbation_shifts()
-    predicted = model.predict(control, perturbation="P2+P3")
+    predicted = model.predict(control, perturbation="P2+P3", source="prior")
     expected = _decode(model, control, (shifts.loc["P2"] + shifts.loc["P3"]).to_numpy())
     assert np.allclose(predicted.X, expected, rtol=1e-4, atol=1e-7)
+    own = _own_shift(model, train, "P2") + _own_shift(model, train, "P3")
+    predicted = model.predict(control, perturbation="P2+P3")
+    assert np.allclose(predicted.X, _decode(model, control, own), rtol=1e-4, atol=1e-6)
 
 
 def test_predict_removes_the_cells_own_shift(trained_pairs):
@@ -197,16 +226,69 @@ def test_predict_removes_the_cells_own_shift(trained_pairs):
 def test_treatment_effect_is_the_difference_of_predicted_means(trained_pairs):
     model, train, _ = trained_pairs
     control = train[train.obs["perturbation"] == "control"].copy()
-    effect = model.get_treatment_effect(control, perturbation="P0")
+    effect = model.get_treatment_effect(control, perturbation="P0", statistic="expected")
     assert list(effect.index) == list(control.var_names)
     treated = model.predict(control, perturbation="P0").X.mean(axis=0)
     untreated = model.predict(control, perturbation="control").X.mean(axis=0)
     assert np.allclose(effect.to_numpy(), treated - untreated, atol=1e-7)
-    assert np.allclose(model.get_treatment_effect(control, perturbation="control"), 0.0)
-    logged = model.get_treatment_effect(control, perturbation="P0", library_size=1e4, log1p=True)
+    for statistic in ("sampled", "expected"):  # the same draws on both sides: exactly 0
+        same = model.get_treatment_effect(control, perturbation="control", statistic=statistic)
+        assert np.allclose(same, 0.0)
+    logged = model.get_treatment_effect(
+        control, perturbation="P0", statistic="expected", library_size=1e4, log1p=True
+    )
     treated = np.log1p(model.predict(control, perturbation="P0", library_size=1e4).X)
     untreated = np.log1p(model.predict(control, perturbation="control", library_size=1e4).X)
     assert np.allclose(logged.to_numpy(), treated.mean(0) - untreated.mean(0), atol=1e-5)
+
+
+def test_sampled_treatment_effect_draws_counts_at_the_cells_library_sizes(trained_pairs):
+    """The default statistic: mean log1p(counts per 10,000) of NB draws from each cell's
+    predicted proportions at its observed library size, treated minus untreated.
+    """
+    model, train, _ = trained_pairs
+    control = train[train.obs["perturbation"] == "control"].copy()
+    effect = model.get_treatment_effect(control, perturbation="P0", n_samples=3, random_state=7)
+    library = np.asarray(control.X.sum(axis=1)).reshape(-1, 1)
+    theta = np.exp(model.module.log_theta().detach().numpy())
+    sides = []
+    for label in ("P0", "control"):
+        proportions = model.predict(control, perturbation=label).X
+        rng = np.random.default_rng(7)
+        counts = rng.poisson(
+            rng.gamma(
+                theta, np.broadcast_to(proportions * library, (3,) + proportions.shape) / theta
+            )
+        )
+        keep = counts.sum(-1) > 0
+        normalised = 1e4 * counts[keep] / counts[keep].sum(-1, keepdims=True)
+        sides.append(np.log1p(normalised).mean(axis=0))
+    assert np.allclose(effect.to_numpy(), sides[0] - sides[1], atol=1e-6)
+    with pytest.raises(ValueError, match="library_size and log1p apply to statistic='expected'"):
+        model.get_treatment_effect(control, perturbation="P0", library_size=1e4)
+    with pytest.raises(ValueError, match="statistic='mean' is unknown"):
+        model.get_treatment_effect(control, perturbation="P0", statistic="mean")
+
+
+def test_sampled_statistic_matches_the_observed_one_on_the_same_distribution():
+    """Counts drawn from a known NB, summarised like observed cells, agree with the sampled
+    statistic of the same parameters (the two sides of an effect correlation are comparable).
+    """
+    from anndata import AnnData
+
+    from sparsevae.model._predict import sampled_mean_log_expression
+
+    rng = np.random.default_rng(0)
+    proportions = rng.dirichlet(np.full(40, 0.5), size=3000)
+    library = rng.integers(500, 3000, size=(3000, 1)).astype(float)
+    theta = rng.uniform(0.5, 5.0, size=40)
+    observed = rng.poisson(rng.gamma(theta, proportions * library / theta))
+    stat_observed = sv.evaluate.mean_log_expression(AnnData(X=observed.astype(np.float32)))
+    stat_sampled = sampled_mean_log_expression(proportions, library, theta, 5, random_state=1)
+    assert np.abs(stat_observed - stat_sampled).max() < 0.15  # about 4 standard errors
+    # log1p of the expected proportions is a different (larger) quantity for sparse genes
+    expected = np.log1p(1e4 * proportions).mean(axis=0)
+    assert np.abs(expected - stat_observed).max() > 0.3
 
 
 def test_combination_model_saves_and_loads(trained_pairs, tmp_path):

@@ -100,26 +100,48 @@ def _fit(args: argparse.Namespace) -> int:
 
     import sparsevae as sv
 
+    if args.alphas is not None and args.seeds is None:
+        raise ValueError("--alphas needs --seeds (the runs at each alpha), e.g. --seeds 0 1 2 3 4.")
+    if args.seeds is not None and args.strategy is not None:
+        raise ValueError(
+            "--seeds trains one model per seed and alpha in this process; it cannot be "
+            "combined with --strategy (distributed training of one model)."
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     adata = anndata.read_h5ad(args.data, backed="r" if args.backed else None)
-    sv.SparseVAE.setup_anndata(
-        adata,
-        perturbation_key=args.perturbation_key,
-        control=args.control,
-        layer=args.layer,
-        batch_key=args.batch_key,
-        combination_delimiter=args.combination_delimiter,
-    )
-    model = sv.SparseVAE(adata, n_latent=args.n_latent, prior=args.prior)
-    model.train(
-        max_epochs=args.max_epochs,
-        batch_size=args.batch_size,
-        accelerator=args.accelerator,
-        devices=args.devices,
-        enable_checkpointing=False,
+    setup = {
+        "layer": args.layer,
+        "batch_key": args.batch_key,
+        "combination_delimiter": args.combination_delimiter,
+    }
+    train = {
+        "max_epochs": args.max_epochs,
+        "batch_size": args.batch_size,
+        "accelerator": args.accelerator,
+        "devices": args.devices,
+        "enable_checkpointing": False,
         **({} if args.strategy is None else {"strategy": args.strategy}),
-    )
+    }
+    if args.seeds is None:
+        sv.SparseVAE.setup_anndata(
+            adata, perturbation_key=args.perturbation_key, control=args.control, **setup
+        )
+        model = sv.SparseVAE(adata, n_latent=args.n_latent, prior=args.prior)
+        model.train(**train)
+    else:  # the reference run (first seed, first alpha) is the model written below
+        model = sv.tl.edge_stability(
+            adata,
+            args.perturbation_key,
+            args.control,
+            seeds=args.seeds,
+            alphas=args.alphas,
+            n_latent=args.n_latent,
+            prior=args.prior,
+            enable_progress_bar=True,
+            **setup,
+            **train,
+        )
     if not model.trainer.is_global_zero:
         return 0  # distributed training: only the first process writes results
     model.save(out / "model", overwrite=True)
@@ -138,10 +160,34 @@ def _fit(args: argparse.Namespace) -> int:
         "edges": int(targets.to_numpy().sum()),
         "mean_targets_per_perturbation": float(targets.sum(axis=1).mean()),
     }
+    written = "model/, results.h5ad, pi.csv, targets.csv, pi_heatmap.png"
+    if args.seeds is not None:
+        summary.update(_write_stability(adata, out))
+        written += ", stability.csv, stability_runs.csv, stability.png"
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(pd.Series(summary).to_string())
-    print(f"Wrote model/, results.h5ad, pi.csv, targets.csv, pi_heatmap.png to {out}/")
+    print(f"Wrote {written} to {out}/")
     return 0
+
+
+def _write_stability(adata, out: Path) -> dict:
+    """Write ``fit --seeds``'s stability table, runs and figure; return summary entries."""
+    import sparsevae as sv
+    from sparsevae.tl._stability import STABLE_FREQUENCY
+
+    stability = adata.uns["edge_stability"]
+    edges, runs = stability["edges"], stability["runs"]
+    edges.to_csv(out / "stability.csv", index=False)
+    runs.to_csv(out / "stability_runs.csv", index=False)
+    sv.pl.edge_stability(adata, show=False, save=out / "stability.png")
+    stable = edges[edges["frequency"] >= STABLE_FREQUENCY]
+    return {
+        "stability_runs": len(runs),
+        "stable_edges_per_alpha": {
+            f"{alpha:g}": int((stable["alpha"] == alpha).sum()) for alpha in edges["alpha"].unique()
+        },
+        "min_matching_quality": float(runs["mean_abs_corr"].min()),
+    }
 
 
 def _report_description(args: argparse.Namespace, adata, seconds: float) -> str:
@@ -184,6 +230,7 @@ def _report(args: argparse.Namespace) -> int:
         control=args.control,
         layer=args.layer,
         batch_key=args.batch_key,
+        combination_delimiter=args.combination_delimiter,
         methods=methods,
         heldout=heldout,
         seeds=args.seeds,
@@ -200,6 +247,9 @@ def _report(args: argparse.Namespace) -> int:
     sv.evaluate.split_table(report).to_csv(out / "splits.csv", index=False)
     figures = ["interventional_nll.png"]
     sv.pl.interventional_nll(report, show=False, save=out / figures[0])
+    if report["l2_top1000_expressed"].notna().any():  # effects need a control label
+        figures.append("effect_metrics.png")
+        sv.pl.effect_metrics(report, show=False, save=out / figures[-1])
     if "vae" in methods and len(methods) > 1:
         figures.append("interventional_nll_vs_vae.png")
         sv.pl.interventional_nll(report, relative_to="vae", show=False, save=out / figures[-1])
@@ -274,6 +324,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Lightning strategy, e.g. ddp for distributed data parallel over --devices",
     )
+    fit.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="train one model per seed (and alpha), write the edge stability table and figure "
+        "(sv.tl.edge_stability); the first seed's model is the one saved",
+    )
+    fit.add_argument(
+        "--alphas",
+        type=float,
+        nargs="+",
+        default=None,
+        help="sparsity levels for --seeds (default: the number of perturbations)",
+    )
     fit.add_argument("--out", required=True, help="output directory")
     fit.set_defaults(func=_fit)
 
@@ -294,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument(
         "--n-clusters", type=int, default=None, help="hierarchical clusters (default: leiden)"
+    )
+    rep.add_argument(
+        "--combination-delimiter",
+        default=None,
+        help="delimiter of combination labels (e.g. +): held-out pairs of trained singles are "
+        "predicted zero-shot and get the additive baseline",
     )
     rep.add_argument("--seeds", type=int, nargs="+", default=[0])
     rep.add_argument("--max-epochs", type=int, default=200)

@@ -1,6 +1,14 @@
 """Evaluation: identifiability on simulations and held-out interventions."""
 
-from ._effects import effect_correlations, mean_log_expression
+from ._baselines import BASELINES, baseline_predictions, observed_changes
+from ._effects import (
+    EFFECT_METRICS,
+    effect_correlations,
+    effect_metrics,
+    log_normalized,
+    mean_log_expression,
+    score_predictions,
+)
 from ._heldout import (
     interventional_nll_report,
     split_table,
@@ -13,14 +21,21 @@ from ._report import report_markdown
 from ._splits import HeldoutSplit, make_splits
 
 __all__ = [
+    "BASELINES",
+    "EFFECT_METRICS",
     "HeldoutSplit",
+    "baseline_predictions",
     "effect_correlations",
+    "effect_metrics",
     "identifiability_report",
     "interventional_nll_report",
+    "log_normalized",
     "make_splits",
     "mean_log_expression",
     "method_kwargs",
+    "observed_changes",
     "report_markdown",
+    "score_predictions",
     "split_table",
     "summarize_effect_correlations",
     "summarize_interventional_nll",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -17,7 +18,14 @@ from sparsevae._constants import METHODS, TARGET_SUM
 from sparsevae._quiet import QUIET_TRAINER
 from sparsevae._validation import validate_counts
 
-from ._effects import effect_correlations, mean_log_expression
+from ._baselines import baseline_predictions, observed_changes
+from ._effects import (
+    EFFECT_COLUMNS,
+    EFFECT_METRICS,
+    log_normalized,
+    mean_log_expression,
+    score_predictions,
+)
 from ._identifiability import method_kwargs
 from ._splits import EVALUATION, EXCLUDED, TRAIN, TRANSFER, HeldoutSplit, make_splits
 
@@ -26,10 +34,12 @@ logger = logging.getLogger(__name__)
 #: Control cells on which a held-out perturbation's effect is predicted (a seeded sample when
 #: there are more): enough for a mean over cells, bounded for screens with many controls.
 MAX_CONTROL_CELLS = 2000
-_EFFECT_COLUMNS = ("pearson_all_genes", "pearson_top20_de")
+#: ``kind`` of a report row: a trained method, or a baseline that predicts from observed cells.
+MODEL, BASELINE = "model", "baseline"
 #: Columns of :func:`interventional_nll_report`, in order.
 REPORT_COLUMNS = [
     "method",
+    "kind",
     "seed",
     "split",
     "perturbation",
@@ -38,7 +48,7 @@ REPORT_COLUMNS = [
     "interventional_nll",
     "interventional_nll_sem",
     "n_particles",
-    *_EFFECT_COLUMNS,
+    *EFFECT_COLUMNS,
     "note",
 ]
 
@@ -144,17 +154,19 @@ def _fit_transfer_score(
     control: str | None,
     layer: str | None,
     batch_key: str | None,
+    combination_delimiter: str | None,
     n_latent: int,
     max_epochs: int | None,
     n_particles: int,
     sparse_transfer: bool,
     model_kwargs: dict,
     train_kwargs: dict,
-) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
+    **_,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Train ``method``, transfer, and score the held-out cells.
 
     Returns the NLL of each evaluation cell and, with a control label, each held-out
-    perturbation's effect correlations.
+    perturbation's predicted change (:func:`_predicted_changes`).
     """
     from sparsevae.model import SparseVAE
 
@@ -162,7 +174,11 @@ def _fit_transfer_score(
     scvi.settings.seed = int(seed)
     train = _fresh(adata, np.flatnonzero(roles == TRAIN), genes, layer, obs_keys)
     SparseVAE.setup_anndata(
-        train, perturbation_key=perturbation_key, control=control, batch_key=batch_key
+        train,
+        perturbation_key=perturbation_key,
+        control=control,
+        batch_key=batch_key,
+        combination_delimiter=combination_delimiter,
     )
     model = SparseVAE(train, n_latent=n_latent, **{**method_kwargs(method), **model_kwargs})
     model.train(max_epochs=max_epochs, **{**QUIET_TRAINER, **train_kwargs})
@@ -171,52 +187,91 @@ def _fit_transfer_score(
     model, nll = transfer_and_score(
         model, transfer, evaluation, seed=seed, n_particles=n_particles, sparse=sparse_transfer
     )
-    effects = {}
-    # Only a learned shift predicts an unseen perturbation; the VAE's (prior "standard") are
-    # the transfer cells' empirical latent means, not a prediction.
-    if control is not None and model.module.prior.learns_shifts:
-        labels = adata.obs[perturbation_key].astype(str).to_numpy()
-        controls = np.flatnonzero((roles == TRAIN) & (labels == control))
-        effects = _effect_correlations(
-            model,
-            adata,
-            evaluation,
-            controls,
-            genes,
-            seed,
-            perturbation_key=perturbation_key,
-            layer=layer,
-            obs_keys=obs_keys,
+    predicted = {}
+    if control is not None:
+        keys = {"perturbation_key": perturbation_key, "control": control, "layer": layer}
+        predicted = _predicted_changes(
+            model, adata, evaluation, roles, genes, seed, obs_keys=obs_keys, **keys
         )
-    return nll, effects
+    return nll, predicted
 
 
-def _effect_correlations(
-    model, adata, evaluation, controls, genes, seed, *, perturbation_key, layer, obs_keys
-) -> dict[str, dict[str, float]]:
-    """Effect correlations of each held-out perturbation in ``evaluation``.
+def _predicted_changes(
+    model, adata, evaluation, roles, genes, seed, *, perturbation_key, control, layer, obs_keys
+) -> dict[str, np.ndarray]:
+    """The transferred model's predicted change of each held-out perturbation in ``evaluation``.
 
-    Correlations of the model's predicted mean change (on up to ``MAX_CONTROL_CELLS`` training
-    control cells) with the evaluation cells' observed change from all training control cells
-    (:mod:`sparsevae.evaluate._effects`).
+    :meth:`~sparsevae.SparseVAE.get_treatment_effect` at its defaults (counts drawn from the
+    model, shifts from each perturbation's own cells) on up to ``MAX_CONTROL_CELLS`` training
+    control cells.
     """
+    labels = adata.obs[perturbation_key].astype(str).to_numpy()
+    controls = np.flatnonzero((roles == TRAIN) & (labels == control))
     control_cells = _fresh(adata, controls, genes, layer, obs_keys)
-    control_mean = mean_log_expression(control_cells)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.permutation(len(controls))[:MAX_CONTROL_CELLS])
-    labels = evaluation.obs[perturbation_key].astype(str).to_numpy()
-    effects = {}
-    for perturbation in np.unique(labels):
-        observed = mean_log_expression(evaluation[labels == perturbation]) - control_mean
-        predicted = model.get_treatment_effect(
-            control_cells,
-            perturbation=perturbation,
-            indices=sample,
-            library_size=TARGET_SUM,
-            log1p=True,
+    return {
+        perturbation: model.get_treatment_effect(
+            control_cells, perturbation=perturbation, indices=sample, random_state=seed
+        ).to_numpy()
+        for perturbation in np.unique(evaluation.obs[perturbation_key].astype(str).to_numpy())
+    }
+
+
+def _effect_context(
+    adata,
+    roles,
+    genes,
+    heldout,
+    *,
+    perturbation_key,
+    control,
+    layer,
+    obs_keys,
+    combination_delimiter,
+):
+    """What every predictor of a split is scored against, and the baselines' predictions.
+
+    Returns ``{perturbation: (cells, baselines)}`` (its evaluation cells' ``log1p(counts per
+    10,000)`` and the baselines' predicted changes) and the training control mean.
+    """
+    labels = adata.obs[perturbation_key].astype(str).to_numpy()
+    train = roles == TRAIN
+    control_mean = mean_log_expression(
+        _fresh(adata, np.flatnonzero(train & (labels == control)), genes, layer, obs_keys), None
+    )
+    training = _fresh(adata, np.flatnonzero(train), genes, layer, obs_keys)
+    training_changes = observed_changes(
+        training, perturbation_key, control_mean, exclude=(control,)
+    )
+    context = {}
+    for perturbation in heldout:
+        is_p = labels == perturbation
+        evaluation = np.flatnonzero(is_p & (roles == EVALUATION))
+        transfer = np.flatnonzero(is_p & (roles == TRANSFER))
+        if len(evaluation) == 0:
+            continue
+        cells = log_normalized(_fresh(adata, evaluation, genes, layer, obs_keys))
+        transfer_change = (
+            mean_log_expression(_fresh(adata, transfer, genes, layer, obs_keys)) - control_mean
+            if len(transfer)
+            else None
         )
-        effects[perturbation] = effect_correlations(predicted.to_numpy(), observed)
-    return effects
+        baselines = baseline_predictions(
+            perturbation,
+            training_changes,
+            transfer_change=transfer_change,
+            combination_delimiter=combination_delimiter,
+        )
+        context[perturbation] = (cells, baselines)
+    return context, control_mean
+
+
+def _score(context, control_mean, perturbation, predictions, n_boot, random_state) -> pd.DataFrame:
+    """:func:`score_predictions` with resamples that depend on the perturbation only."""
+    cells, _ = context[perturbation]
+    seed = [random_state, zlib.crc32(perturbation.encode())]
+    return score_predictions(predictions, cells, control_mean, n_boot=n_boot, random_state=seed)
 
 
 def _evaluate_split(
@@ -226,53 +281,97 @@ def _evaluate_split(
     methods: Sequence[str],
     seeds: Sequence[int],
     n_top_genes: int | None,
+    n_boot: int,
+    random_state: int,
     progress,
     **fit_kwargs,
 ) -> list[dict]:
     layer, perturbation_key = fit_kwargs["layer"], fit_kwargs["perturbation_key"]
+    control = fit_kwargs["control"]
     roles = split.roles.to_numpy().astype(object)
     genes = _select_genes(adata, np.flatnonzero(roles == TRAIN), layer, n_top_genes)
     roles = _exclude_empty_cells(adata, roles, genes, layer, split.name)
     labels = adata.obs[perturbation_key].astype(str).to_numpy()
     evaluation_labels = labels[roles == EVALUATION]
+    context, control_mean = {}, None
+    if control is not None and len(evaluation_labels):
+        context, control_mean = _effect_context(
+            adata,
+            roles,
+            genes,
+            split.heldout,
+            perturbation_key=perturbation_key,
+            control=control,
+            layer=layer,
+            obs_keys=(perturbation_key, fit_kwargs["batch_key"]),
+            combination_delimiter=fit_kwargs["combination_delimiter"],
+        )
+
+    def row(method, kind, seed, perturbation, values, effects) -> dict:
+        n_eval = len(values)
+        is_heldout_cell = labels == perturbation
+        return {
+            "method": method,
+            "kind": kind,
+            "seed": int(seed),
+            "split": split.name,
+            "perturbation": perturbation,
+            "n_cells": int(np.sum(is_heldout_cell & (roles == EVALUATION))),
+            "n_transfer_cells": int(np.sum(is_heldout_cell & (roles == TRANSFER))),
+            "interventional_nll": float(values.mean()) if n_eval else np.nan,
+            "interventional_nll_sem": (
+                float(values.std(ddof=1) / np.sqrt(n_eval)) if n_eval > 1 else np.nan
+            ),
+            "n_particles": fit_kwargs["n_particles"] if kind == MODEL else np.nan,
+            **effects,
+            "note": (
+                ""
+                if np.any(is_heldout_cell & (roles == EVALUATION))
+                else f"{int(is_heldout_cell.sum())} cell(s) with counts: too few "
+                "to transfer and evaluate"
+            ),
+        }
+
+    no_effects = dict.fromkeys(EFFECT_COLUMNS, np.nan)
     rows = []
     for method in methods:
         for seed in seeds:
             progress.set_description(f"{split.name} · {method} · seed {seed}")
             start = time.perf_counter()
-            nll, effects = np.empty(0), {}
+            nll, predicted = np.empty(0), {}
             if len(evaluation_labels):
-                nll, effects = _fit_transfer_score(adata, roles, genes, method, seed, **fit_kwargs)
+                nll, predicted = _fit_transfer_score(
+                    adata, roles, genes, method, seed, **fit_kwargs
+                )
             logger.info(
                 "%s %s seed %d: %.1f s", split.name, method, seed, time.perf_counter() - start
             )
             for perturbation in split.heldout:
+                effects = no_effects
+                if perturbation in predicted and perturbation in context:
+                    scores = _score(
+                        context,
+                        control_mean,
+                        perturbation,
+                        {method: predicted[perturbation]},
+                        n_boot,
+                        random_state,
+                    )
+                    effects = scores.loc[method].to_dict()
                 values = nll[evaluation_labels == perturbation]
-                n_eval = len(values)
-                is_heldout_cell = labels == perturbation
-                rows.append(
-                    {
-                        "method": method,
-                        "seed": int(seed),
-                        "split": split.name,
-                        "perturbation": perturbation,
-                        "n_cells": n_eval,
-                        "n_transfer_cells": int(np.sum(is_heldout_cell & (roles == TRANSFER))),
-                        "interventional_nll": float(values.mean()) if n_eval else np.nan,
-                        "interventional_nll_sem": (
-                            float(values.std(ddof=1) / np.sqrt(n_eval)) if n_eval > 1 else np.nan
-                        ),
-                        "n_particles": fit_kwargs["n_particles"],
-                        **effects.get(perturbation, dict.fromkeys(_EFFECT_COLUMNS, np.nan)),
-                        "note": (
-                            ""
-                            if n_eval
-                            else f"{int(is_heldout_cell.sum())} cell(s) with counts: too few "
-                            "to transfer and evaluate"
-                        ),
-                    }
-                )
+                rows.append(row(method, MODEL, seed, perturbation, values, effects))
             progress.update(1)
+    # Baselines use observed cells only: the same for every seed, repeated so that means over
+    # seeds treat them as the methods.
+    for perturbation in split.heldout:
+        if perturbation not in context:
+            continue
+        scores = _score(
+            context, control_mean, perturbation, context[perturbation][1], n_boot, random_state
+        )
+        for seed in seeds:
+            for name, effects in scores.iterrows():
+                rows.append(row(name, BASELINE, seed, perturbation, np.empty(0), effects.to_dict()))
     return rows
 
 
@@ -292,6 +391,8 @@ def interventional_nll_report(
     n_top_genes: int | None = 2000,
     layer: str | None = None,
     batch_key: str | None = None,
+    combination_delimiter: str | None = None,
+    n_boot: int = 200,
     cluster_key: str = "perturbation_cluster",
     cluster_kwargs: dict | None = None,
     random_state: int = 0,
@@ -312,8 +413,10 @@ def interventional_nll_report(
     ----------
     adata
         Counts with perturbation labels.
-    perturbation_key, control, layer, batch_key
-        As in :meth:`sparsevae.SparseVAE.setup_anndata`.
+    perturbation_key, control, layer, batch_key, combination_delimiter
+        As in :meth:`sparsevae.SparseVAE.setup_anndata`. With ``combination_delimiter``, a
+        held-out combination of trained singles is predicted zero-shot and gets the additive
+        baseline.
     methods
         Any of ``"svae+"``, ``"svae"``, ``"ivae"``, ``"beta-vae"``, ``"vae"``.
     heldout
@@ -337,8 +440,11 @@ def interventional_nll_report(
     cluster_key, cluster_kwargs
         Where the perturbation clusters are (or are written), and options of
         :func:`sparsevae.tl.cluster_perturbations`.
+    n_boot
+        Bootstrap resamples of each held-out perturbation's evaluation cells for the intervals
+        of the effect metrics.
     random_state
-        Seed of the clustering and of the transfer/evaluation split of cells.
+        Seed of the clustering, of the transfer/evaluation split of cells and of the bootstrap.
     model_kwargs, train_kwargs
         Extra arguments of :class:`~sparsevae.SparseVAE` and of its ``train``.
     progress_bar
@@ -347,15 +453,20 @@ def interventional_nll_report(
     Returns
     -------
     Tidy DataFrame, one row per (method, seed, split, held-out perturbation), with the
-    columns ``REPORT_COLUMNS``: ``n_cells`` (evaluation cells), ``n_transfer_cells``,
-    ``interventional_nll`` (mean over the evaluation cells, nats per cell) and its standard
-    error, ``pearson_all_genes`` and ``pearson_top20_de`` (Pearson correlation of the
-    transferred model's predicted mean change, on training control cells, with the evaluation
-    cells' observed change from control, over all selected genes and over the 20 with the
-    largest observed change: :func:`effect_correlations`; NaN without a control label, for the
-    VAE and beta-VAE, which learn no shift to predict from, and where a model predicts no
-    change), and a ``note`` for perturbations too small to evaluate (NLL is NaN; never
-    dropped).
+    columns ``REPORT_COLUMNS``: ``kind`` (``"model"``), ``n_cells`` (evaluation cells),
+    ``n_transfer_cells``, ``interventional_nll`` (mean over the evaluation cells, nats per
+    cell) and its standard error, the effect metrics with their bootstrap intervals
+    (``<metric>``, ``<metric>_low``, ``<metric>_high`` for ``pearson_all_genes``,
+    ``pearson_top20_de``, ``mse_top20_de``, ``l2_top1000_expressed``:
+    :func:`score_predictions` of the transferred model's predicted change of mean
+    log1p(counts per 10,000), :meth:`~sparsevae.SparseVAE.get_treatment_effect` at its
+    defaults on training control cells, against the evaluation cells' observed change from
+    control; NaN without a control label), and a ``note`` for perturbations too small to
+    evaluate (NLL is NaN; never dropped). With a control label, rows of ``kind``
+    ``"baseline"`` score the baselines (:func:`baseline_predictions`: no change, the mean
+    change of the training perturbations, the split-half ceiling from the transfer cells, and
+    for combinations the additive baseline) on the same cells and bootstrap resamples, once
+    per seed; their NLL is NaN.
     ``report.attrs["splits"]`` stores each split (:meth:`HeldoutSplit.to_dict`: held-out
     perturbations and the names of their transfer, evaluation and excluded cells; all other
     cells trained) and ``report.attrs["split_params"]`` how it was drawn;
@@ -373,6 +484,8 @@ def interventional_nll_report(
         method_kwargs(method)
     if n_particles < 1:
         raise ValueError(f"n_particles must be >= 1, got {n_particles}.")
+    if n_boot < 0:
+        raise ValueError(f"n_boot must be >= 0 (0: no intervals), got {n_boot}.")
     if not seeds:
         raise ValueError("seeds is empty; pass at least one seed, e.g. seeds=(0,).")
     validate_counts(adata, layer)
@@ -399,6 +512,7 @@ def interventional_nll_report(
                 control=control,
                 layer=layer,
                 batch_key=batch_key,
+                combination_delimiter=combination_delimiter,
                 methods=methods,
                 seeds=seeds,
                 n_latent=n_latent,
@@ -406,6 +520,8 @@ def interventional_nll_report(
                 n_particles=n_particles,
                 n_top_genes=n_top_genes,
                 sparse_transfer=sparse_transfer,
+                n_boot=n_boot,
+                random_state=random_state,
                 model_kwargs=model_kwargs or {},
                 train_kwargs=train_kwargs or {},
                 progress=progress,
@@ -436,21 +552,23 @@ def summarize_interventional_nll(report: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize_effect_correlations(report: pd.DataFrame) -> pd.DataFrame:
-    """Mean effect correlations per method, over the (perturbation, seed) rows that have one.
+    """Mean of every effect metric per method and baseline, over held-out perturbations and seeds.
 
-    Columns: the means of ``pearson_all_genes`` and ``pearson_top20_de``, ``n_predicted`` (rows
-    with a correlation) and ``n_no_change`` (scored rows without one: the model predicts no
-    change for that perturbation). Methods with no correlation at all (the VAE and beta-VAE,
-    which learn no shift; any method without a control label) are left out. Sorted by the
-    correlation over all genes, best first.
+    Columns: the mean of each metric of :data:`~sparsevae.evaluate._effects.EFFECT_METRICS`
+    (Pearson over all genes and the top 20 DE genes: higher is better; MSE over the top 20 DE
+    genes and L2 over the most expressed genes: lower is better), ``kind`` (``"model"`` or
+    ``"baseline"``), ``n_scored`` (rows with a metric) and ``n_no_change`` (rows whose
+    prediction does not vary, so has no Pearson: "no change"). Means of Pearson skip those
+    rows. Rows without any effect (no control label) are left out. Sorted by the Pearson over
+    all genes, best first.
     """
-    scored = report.dropna(subset=["interventional_nll"])
+    scored = report.dropna(subset=[EFFECT_METRICS[-1]])
     grouped = scored.groupby("method")
-    table = grouped[list(_EFFECT_COLUMNS)].mean()
-    table["n_predicted"] = grouped["pearson_all_genes"].count()
-    table["n_no_change"] = grouped.size() - table["n_predicted"]
-    table = table[table["n_predicted"] > 0]
-    return table.sort_values("pearson_all_genes", ascending=False)
+    table = grouped[list(EFFECT_METRICS)].mean()
+    table.insert(0, "kind", grouped["kind"].first())
+    table["n_scored"] = grouped.size()
+    table["n_no_change"] = table["n_scored"] - grouped["pearson_all_genes"].count()
+    return table.sort_values("pearson_all_genes", ascending=False, na_position="last")
 
 
 def split_table(report: pd.DataFrame) -> pd.DataFrame:

@@ -39,10 +39,11 @@ def report_markdown(
     The Markdown text.
     """
     summary = summarize_interventional_nll(report)
-    per_perturbation = report.pivot_table(
+    models = report[report["kind"] != "baseline"] if "kind" in report.columns else report
+    per_perturbation = models.pivot_table(
         index=["split", "perturbation"], columns="method", values="interventional_nll"
     )
-    counts = report.drop_duplicates(["split", "perturbation"]).set_index(["split", "perturbation"])[
+    counts = models.drop_duplicates(["split", "perturbation"]).set_index(["split", "perturbation"])[
         ["n_transfer_cells", "n_cells"]
     ]
     per_perturbation = (
@@ -52,12 +53,7 @@ def report_markdown(
         .reset_index()
     )
     effects = summarize_effect_correlations(report)
-    per_perturbation_effects = (
-        report.groupby(["split", "perturbation", "method"])["pearson_all_genes"]
-        .mean()  # over seeds
-        .unstack("method")[list(effects.index)]
-        .reset_index()
-    )
+    per_perturbation_effects = _per_perturbation_effects(report, list(effects.index))
     notes = report.loc[report["note"] != "", ["split", "perturbation", "note"]].drop_duplicates()
     splits = {name: split["heldout"] for name, split in report.attrs["splits"].items()}
     lines = [
@@ -81,18 +77,23 @@ def report_markdown(
         "",
         "## Predicted vs observed mean change",
         "",
-        "Pearson correlation of each transferred model's predicted change of mean log1p(counts "
-        "per 10,000) from control (on training control cells) with the evaluation cells' "
-        "observed change, over all genes and over the 20 genes with the largest observed "
-        "change; mean over held-out perturbations and seeds. NaN for the VAE and beta-VAE, "
-        "which learn no shift to predict from, and (`n_no_change`) where a model predicts no "
-        "change.",
+        "Each method's predicted change of mean log1p(counts per 10,000) from control (counts "
+        "drawn from the transferred model on training control cells, shifts from each "
+        "perturbation's own cells) against the evaluation cells' observed change, beside "
+        "baselines that use observed cells only: no change, the mean change of the training "
+        "perturbations, the split-half ceiling (the perturbation's transfer cells), and for "
+        "combinations the additive baseline (observed change of A + of B). Pearson delta over "
+        "all genes and the 20 genes with the largest observed change (higher is better), MSE "
+        "over those 20 and L2 over the 1,000 most expressed genes (lower is better); mean over "
+        "held-out perturbations and seeds. `n_no_change`: rows whose prediction does not vary "
+        "(no Pearson).",
         "",
         effects.to_markdown(floatfmt=".3f"),
         "",
-        "Per perturbation (all genes):",
+        "Per perturbation: Pearson delta over all genes, mean over seeds, with the 95% "
+        "bootstrap interval over evaluation cells of the first seed:",
         "",
-        per_perturbation_effects.to_markdown(index=False, floatfmt=".3f"),
+        per_perturbation_effects.to_markdown(index=False),
         "",
     ]
     if len(notes):
@@ -100,3 +101,26 @@ def report_markdown(
     if figures:
         lines += ["## Figures", "", *[f"![{f}]({f})" for f in figures], ""]
     return "\n".join(lines)
+
+
+def _per_perturbation_effects(report: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """``value [low, high]`` of the Pearson over all genes per perturbation and predictor."""
+    column = "pearson_all_genes"
+    scored = report.dropna(subset=["l2_top1000_expressed"])
+    if scored.empty:
+        return pd.DataFrame(columns=["split", "perturbation"])
+    first = scored[scored["seed"] == scored["seed"].min()].set_index(
+        ["split", "perturbation", "method"]
+    )
+    mean = scored.groupby(["split", "perturbation", "method"])[column].mean()
+    text = pd.Series(
+        [
+            f"{value:.3f} [{first.loc[key, f'{column}_low']:.3f}, "
+            f"{first.loc[key, f'{column}_high']:.3f}]"
+            if key in first.index and pd.notna(value)
+            else ("n/a" if pd.isna(value) else f"{value:.3f}")
+            for key, value in mean.items()
+        ],
+        index=mean.index,
+    )
+    return text.unstack("method").reindex(columns=order).reset_index()

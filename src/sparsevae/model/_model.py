@@ -23,7 +23,8 @@ from ._combinations import PerturbationSetField, validate_combinations
 from ._fields import PerturbationField
 from ._guards import NonFiniteLossError
 from ._interpret import InterpretationMixin
-from ._matching import DataChecksMixin, check_known_perturbations
+from ._latent_means import LatentMeansMixin
+from ._matching import DataChecksMixin
 from ._names import NamesMixin
 from ._predict import PredictionMixin
 from ._safe_load import SafeSaveLoadMixin
@@ -57,6 +58,7 @@ def default_max_epochs(n_cells: int, epochs_cap: int = 400, decay_at_n_cells: in
 class SparseVAE(
     NamesMixin,
     InterpretationMixin,
+    LatentMeansMixin,
     PredictionMixin,
     TransferMixin,
     DataChecksMixin,
@@ -318,6 +320,7 @@ class SparseVAE(
             max_epochs = default_max_epochs(self.adata.n_obs)
             logger.info("max_epochs not given: %d for %d cells.", max_epochs, self.adata.n_obs)
         warmup = None if n_epochs_kl_warmup is None else min(n_epochs_kl_warmup, max_epochs)
+        self._latent_mean_cache = None  # the latents change
         strategy = kwargs.get("strategy")
         if isinstance(strategy, str) and strategy in _DDP_WITHOUT_UNUSED_PARAMETERS:
             kwargs["strategy"] = f"{strategy}_find_unused_parameters_true"
@@ -330,12 +333,16 @@ class SparseVAE(
             **(plan_kwargs or {}),
         }
         try:
-            return super().train(
+            result = super().train(
                 max_epochs=max_epochs, batch_size=batch_size, plan_kwargs=plan, **kwargs
             )
         except NonFiniteLossError:
             self.module.eval()  # the plan restored the last good parameters; keep them usable
             raise
+        from ._graph_warning import warn_if_graph_is_empty
+
+        warn_if_graph_is_empty(self)  # most perturbations without a target: say so
+        return result
 
     # ---- getters -------------------------------------------------------------------------
     @property
@@ -397,30 +404,6 @@ class SparseVAE(
             return torch.as_tensor(self._empirical_shifts(adata, batch_size))
 
         return getattr(self.module.prior, readout)(empirical).detach().cpu().numpy()
-
-    def _empirical_shifts(self, adata: AnnData | None, batch_size: int | None) -> np.ndarray:
-        """Mean latent of each category's cells in ``adata`` minus that of control.
-
-        Without control, minus that of all cells; NaN for categories without cells, 0 for
-        control.
-        """
-        adata = self._validate_anndata(adata)
-        check_known_perturbations(self, adata)
-        z = self.get_latent_representation(adata, batch_size=batch_size)
-        labels = adata.obs[self._perturbation_registry.original_key].astype(str).to_numpy()
-        means = pd.DataFrame(z, columns=self.latent_names).groupby(labels).mean()
-        if self.control is not None and self.control not in means.index:
-            raise ValueError(
-                f"adata has no control cells (label {self.control!r}), and without a learned "
-                "shift (prior 'standard') a perturbation's shift is its cells' mean latent "
-                "minus control's. Pass adata= with control cells (after transfer, the model's "
-                "own data are the transfer cells only)."
-            )
-        reference = means.loc[self.control] if self.control is not None else z.mean(axis=0)
-        shifts = (means.reindex(self._categories) - reference).to_numpy(dtype=np.float32)
-        if self._control_index is not None:
-            shifts[self._control_index] = 0.0
-        return shifts
 
     def get_intervention_targets(
         self,

@@ -2,24 +2,77 @@
 
 Each cell's latent mean from the encoder loses the shift of its own perturbation (set) and gains
 the shift of the requested one; the decoder's mean expression of that latent is the prediction.
-Shifts are the evaluation readout (``get_perturbation_shifts``), so a combination's shift is the
-sum of its singles'.
+A combination's shift is the sum of its singles'. Shifts come from one of two sources:
+
+- ``"empirical"`` (default): the perturbation's own latent shift, the mean posterior mean of its
+  cells minus control's (:mod:`sparsevae.model._latent_means`); every effect the encoder sees.
+- ``"prior"``: the prior's evaluation readout (:meth:`~sparsevae.SparseVAE.get_perturbation_shifts`,
+  ``mu`` where ``pi > 0.5`` for sVAE+): only the effects that the sparse graph keeps.
+
+:meth:`PredictionMixin.get_treatment_effect` compares predictions on the statistic an analyst
+computes from counts (``statistic="sampled"``: mean ``log1p`` counts per 10,000 of counts drawn
+from the model at the cells' library sizes), so that it can be held against the observed change
+of real cells; ``"expected"`` takes the decoder's expected expression instead.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
 
-from sparsevae._constants import REGISTRY_KEYS
+from sparsevae._constants import REGISTRY_KEYS, TARGET_SUM
 
 from ._combinations import parse_perturbation
 from ._matching import check_known_perturbations, warn_unknown_perturbations
 
 #: obs column and uns key of :meth:`PredictionMixin.predict`'s AnnData naming the perturbation.
 PREDICTED_KEY = "predicted_perturbation"
+#: Where a prediction's latent shifts come from (see the module docstring).
+SHIFT_SOURCES = ("empirical", "prior")
+#: How :meth:`PredictionMixin.get_treatment_effect` summarises predicted expression.
+STATISTICS = ("sampled", "expected")
+#: Cells per block when counts are drawn for the sampled statistic.
+_SAMPLE_BLOCK = 256
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is unknown; choose one of {list(choices)}.")
+
+
+def sampled_mean_log_expression(
+    proportions: np.ndarray,
+    library: np.ndarray,
+    theta: np.ndarray,
+    n_samples: int,
+    random_state: int,
+) -> np.ndarray:
+    """Mean ``log1p(counts per 10,000)`` per gene of negative binomial counts drawn per cell.
+
+    Cell c's counts are drawn ``n_samples`` times from NB(mean ``library[c] *
+    proportions[c]``, inverse dispersion ``theta``) as a gamma-Poisson mixture, normalised to
+    10,000 by their own total and log1p-transformed, exactly as
+    :func:`sparsevae.evaluate.mean_log_expression` treats observed counts (draws without counts
+    are skipped). The same ``random_state`` gives the same draws, so two predictions on the
+    same cells share their random numbers and their difference is less noisy.
+    """
+    rng = np.random.default_rng(random_state)
+    total, n_kept = np.zeros(proportions.shape[1]), 0
+    for start in range(0, proportions.shape[0], _SAMPLE_BLOCK):
+        mean = proportions[start : start + _SAMPLE_BLOCK] * library[start : start + _SAMPLE_BLOCK]
+        mean = np.broadcast_to(mean, (n_samples, *mean.shape))
+        counts = rng.poisson(rng.gamma(theta, mean / theta)).astype(np.float64)
+        sizes = counts.sum(axis=-1, keepdims=True)
+        keep = sizes[..., 0] > 0
+        total += np.log1p(TARGET_SUM * counts[keep] / sizes[keep]).sum(axis=0)
+        n_kept += int(keep.sum())
+    if n_kept == 0:
+        raise ValueError("Every drawn cell had no counts: there is no mean expression to take.")
+    return total / n_kept
 
 
 class PredictionMixin:
@@ -28,18 +81,28 @@ class PredictionMixin:
     Shifts of labels, predicted expression and treatment effects.
     """
 
-    def _own_category_shifts(self) -> torch.Tensor:
+    def _shift_table(self, source: str) -> pd.DataFrame:
+        """Shift of every perturbation from ``source``, perturbations × latents (NaN: none)."""
+        _check_choice("source", source, SHIFT_SOURCES)
+        if source == "prior":
+            return self.get_perturbation_shifts()
+        return self._frame(self._empirical_shifts(None, None)[self._perturbed_rows])
+
+    def _own_category_shifts(self, source: str) -> torch.Tensor:
         """Shift of every registered category (control and unknown rows: 0), (n_categories, L)."""
-        shifts = self.get_perturbation_shifts().fillna(0.0).to_numpy(dtype=np.float32)
+        shifts = self._shift_table(source).fillna(0.0).to_numpy(dtype=np.float32)
         full = np.zeros((len(self._categories), shifts.shape[1]), dtype=np.float32)
         full[self._perturbed_rows] = shifts
         return torch.as_tensor(full)
 
-    def _decoded_means(self, adata, indices, batch_size, library_size, latent_change=None):
+    def _decoded_means(
+        self, adata, indices, batch_size, library_size, latent_change=None, libraries=None
+    ):
         """Decoder means at each cell's posterior mean, (n_cells, n_genes).
 
         Gene proportions times ``library_size``; the posterior mean is moved by
-        ``latent_change(tensors, device)`` if given.
+        ``latent_change(tensors, device)`` if given. Each cell's observed library size (total
+        counts) is appended to the list ``libraries`` if one is given.
         """
         module = self.module
         module.eval()
@@ -47,6 +110,8 @@ class PredictionMixin:
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         chunks = []
         for tensors in loader:
+            if libraries is not None:
+                libraries.append(tensors[REGISTRY_KEYS.X_KEY].sum(dim=1).numpy())
             x = tensors[REGISTRY_KEYS.X_KEY].to(device)
             z = module.encode(x).loc
             if latent_change is not None:
@@ -56,6 +121,27 @@ class PredictionMixin:
             proportions = module.decode(z, batch).exp()
             chunks.append((proportions * library_size).cpu().numpy())
         return np.concatenate(chunks, axis=0)
+
+    def _predicted_means(
+        self, adata, perturbation, indices, batch_size, library_size, source, libraries=None
+    ) -> np.ndarray:
+        """:meth:`predict`'s values on a validated ``adata`` (see :meth:`_decoded_means`)."""
+        target = torch.as_tensor(
+            self.get_combination_shift(perturbation, source=source).to_numpy(dtype=np.float32)
+        )
+        own_shifts = self._own_category_shifts(source)
+
+        def swap_shift(tensors, device) -> torch.Tensor:
+            codes = tensors[REGISTRY_KEYS.PERTURBATION_KEY].to(device)
+            codes = codes.reshape(codes.shape[0], -1).long()
+            shifts = own_shifts.to(device)
+            valid = (codes >= 0).unsqueeze(-1).to(shifts.dtype)
+            own = (shifts[codes.clamp(min=0)] * valid).sum(dim=1)
+            return target.to(device) - own
+
+        return self._decoded_means(
+            adata, indices, batch_size, library_size, swap_shift, libraries=libraries
+        )
 
     @torch.inference_mode()
     def get_normalized_expression(
@@ -101,23 +187,40 @@ class PredictionMixin:
         cells = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
         return pd.DataFrame(values, index=adata.obs_names[cells], columns=adata.var_names)
 
-    def get_combination_shift(self, perturbation: str) -> pd.Series:
+    def get_combination_shift(
+        self, perturbation: str, *, source: Literal["empirical", "prior"] = "empirical"
+    ) -> pd.Series:
         """Latent shift of a perturbation label: the sum of its singles' shifts.
 
-        ``perturbation`` is a single (``"A"``), a combination of known singles joined by the
-        setup's ``combination_delimiter`` (``"A+B"``), or the control label (zero shift).
-        Shifts are those of :meth:`get_perturbation_shifts`.
+        Parameters
+        ----------
+        perturbation
+            A single (``"A"``), a combination of known singles joined by the setup's
+            ``combination_delimiter`` (``"A+B"``), or the control label (zero shift).
+        source
+            ``"empirical"``: each single's own latent shift (mean posterior mean of its cells
+            minus control's, on the training data; after :meth:`transfer`, on the transfer
+            cells). ``"prior"``: the prior's shifts (:meth:`get_perturbation_shifts`; for
+            sVAE+ only the edges of the sparse graph).
 
         Raises
         ------
         ValueError
-            Naming every single of ``perturbation`` that the model has not learned.
+            Naming every single of ``perturbation`` that the model has not learned, or (with
+            ``source="empirical"``) that has no cells of its own.
         """
         self._check_if_trained(warn=True)
         singles = parse_perturbation(
             perturbation, self.perturbation_names, self.combination_delimiter, self.control
         )
-        shifts = self.get_perturbation_shifts().fillna(0.0)
+        shifts = self._shift_table(source)
+        missing = [name for name in singles if shifts.loc[name].isna().any()]
+        if missing:
+            raise ValueError(
+                f"perturbation={perturbation!r}: {missing} have no cells of their own (they "
+                "occur only in combinations), so they have no empirical latent shift. Use "
+                "source='prior'."
+            )
         total = shifts.loc[singles].sum(axis=0) if singles else shifts.iloc[0] * 0.0
         return total.rename(str(perturbation))
 
@@ -130,11 +233,13 @@ class PredictionMixin:
         indices: np.ndarray | None = None,
         batch_size: int | None = None,
         library_size: float = 1.0,
+        source: Literal["empirical", "prior"] = "empirical",
     ) -> AnnData:
         """Expected expression of the given cells had they received ``perturbation``.
 
         For each cell, the encoder's posterior mean of z loses the shift of the cell's own
-        perturbation (set) and gains that of ``perturbation`` (:meth:`get_combination_shift`);
+        perturbation (set) and gains that of ``perturbation`` (:meth:`get_combination_shift`
+        with ``source``);
         the decoder's mean gene proportions of that latent, times ``library_size``, are the
         prediction. With ``perturbation`` equal to the cells' own, this is the model's
         reconstruction of them (decoder mean at the posterior mean). Pairs of trained singles
@@ -154,6 +259,10 @@ class PredictionMixin:
             Cells per minibatch.
         library_size
             Scale of the output: 1 gives proportions (rows sum to 1), 1e4 counts per 10,000.
+        source
+            Where shifts come from: ``"empirical"`` (each perturbation's own latent shift,
+            every effect the encoder sees) or ``"prior"`` (the prior's sparse shifts); see
+            :meth:`get_combination_shift`.
 
         Returns
         -------
@@ -173,20 +282,9 @@ class PredictionMixin:
         self._check_if_trained(warn=True)
         adata = self._validate_anndata(adata)
         check_known_perturbations(self, adata)
-        target = torch.as_tensor(
-            self.get_combination_shift(perturbation).to_numpy(dtype=np.float32)
+        values = self._predicted_means(
+            adata, perturbation, indices, batch_size, library_size, source
         )
-        own_shifts = self._own_category_shifts()
-
-        def swap_shift(tensors, device) -> torch.Tensor:
-            codes = tensors[REGISTRY_KEYS.PERTURBATION_KEY].to(device)
-            codes = codes.reshape(codes.shape[0], -1).long()
-            shifts = own_shifts.to(device)
-            valid = (codes >= 0).unsqueeze(-1).to(shifts.dtype)
-            own = (shifts[codes.clamp(min=0)] * valid).sum(dim=1)
-            return target.to(device) - own
-
-        values = self._decoded_means(adata, indices, batch_size, library_size, swap_shift)
         cells = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
         obs = adata.obs.iloc[cells].copy()
         obs[PREDICTED_KEY] = str(perturbation)
@@ -197,6 +295,7 @@ class PredictionMixin:
             uns={PREDICTED_KEY: str(perturbation), "library_size": float(library_size)},
         )
 
+    @torch.inference_mode()
     def get_treatment_effect(
         self,
         adata: AnnData | None = None,
@@ -205,21 +304,69 @@ class PredictionMixin:
         reference: str | None = None,
         indices: np.ndarray | None = None,
         batch_size: int | None = None,
-        library_size: float = 1.0,
-        log1p: bool = False,
+        statistic: Literal["sampled", "expected"] = "sampled",
+        source: Literal["empirical", "prior"] = "empirical",
+        n_samples: int = 10,
+        random_state: int = 0,
+        library_size: float | None = None,
+        log1p: bool | None = None,
     ) -> pd.Series:
-        """Average treatment effect per gene.
+        """Average treatment effect per gene: ``perturbation`` minus ``reference``, same cells.
 
-        The mean predicted expression under ``perturbation`` minus that under ``reference``
-        (default: control), over the cells of ``adata``.
+        Both sides are :meth:`predict` on the cells of ``adata`` (typically control cells), so
+        the difference is the effect of the perturbation alone.
 
-        Both predictions come from :meth:`predict` on the same cells, so the difference is
-        the effect of the perturbation alone. With ``log1p=True`` the means are of
-        ``log1p(expression)`` (e.g. with ``library_size=1e4``: log-normalised data, as in
-        scanpy). Returns a Series indexed by gene.
+        Parameters
+        ----------
+        adata
+            Cells to perturb in silico (default: the model's).
+        perturbation
+            Label to apply (see :meth:`predict`).
+        reference
+            Label of the baseline (default: control).
+        indices
+            Subset of cells of ``adata``.
+        batch_size
+            Cells per minibatch.
+        statistic
+            ``"sampled"`` (default): the change of mean ``log1p(counts per 10,000)`` of counts
+            drawn from the model (negative binomial, ``n_samples`` draws per cell at the cell's
+            observed library size): the statistic computed from observed counts
+            (:func:`sparsevae.evaluate.mean_log_expression`), so the two can be compared.
+            ``"expected"``: the change of the mean expected expression (decoder mean times
+            ``library_size``, ``log1p`` of it if ``log1p``), a smoother quantity that shrinks
+            low-expressed genes less than counts do.
+        source
+            Where shifts come from: ``"empirical"`` or ``"prior"`` (see
+            :meth:`get_combination_shift`).
+        n_samples
+            Draws per cell for ``statistic="sampled"``.
+        random_state
+            Seed of the draws (both sides use the same random numbers).
+        library_size, log1p
+            Only for ``statistic="expected"``: scale of the expression (default 1: proportions)
+            and whether to average ``log1p`` of it (default ``False``).
+
+        Returns
+        -------
+        Series indexed by gene.
+
+        Examples
+        --------
+        >>> control = adata[adata.obs["perturbation"] == "control"].copy()
+        >>> effect = model.get_treatment_effect(control, perturbation="A+B")
         """
         if perturbation is None:
             raise ValueError("get_treatment_effect needs perturbation=... (see predict).")
+        _check_choice("statistic", statistic, STATISTICS)
+        if statistic == "sampled" and (library_size is not None or log1p is not None):
+            raise ValueError(
+                "library_size and log1p apply to statistic='expected'; statistic='sampled' is "
+                "always log1p counts per 10,000 of drawn counts. Pass statistic='expected' to "
+                "set them."
+            )
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
         if reference is None:
             if self.control is None:
                 raise ValueError(
@@ -227,9 +374,32 @@ class PredictionMixin:
                     "reference=... (a perturbation the effect is measured against)."
                 )
             reference = self.control
-        kwargs = {"indices": indices, "batch_size": batch_size, "library_size": library_size}
-        transform = np.log1p if log1p else np.asarray
-        treated = transform(self.predict(adata, perturbation, **kwargs).X).mean(axis=0)
-        untreated = transform(self.predict(adata, reference, **kwargs).X).mean(axis=0)
-        genes = self._validate_anndata(adata).var_names
-        return pd.Series(treated - untreated, index=genes, name=str(perturbation))
+        self._check_if_trained(warn=True)
+        adata = self._validate_anndata(adata)
+        check_known_perturbations(self, adata)
+        sides = []
+        for label in (perturbation, reference):
+            if statistic == "expected":
+                scale = 1.0 if library_size is None else float(library_size)
+                values = self._predicted_means(adata, label, indices, batch_size, scale, source)
+                sides.append((np.log1p(values) if log1p else values).mean(axis=0))
+            else:
+                sides.append(
+                    self._sampled_statistic(
+                        adata, label, indices, batch_size, source, n_samples, random_state
+                    )
+                )
+        treated, untreated = sides
+        return pd.Series(treated - untreated, index=adata.var_names, name=str(perturbation))
+
+    def _sampled_statistic(
+        self, adata, label, indices, batch_size, source, n_samples, random_state
+    ) -> np.ndarray:
+        """Mean log1p counts per 10,000 of counts drawn under ``label`` at observed libraries."""
+        libraries: list[np.ndarray] = []
+        proportions = self._predicted_means(
+            adata, label, indices, batch_size, 1.0, source, libraries=libraries
+        )
+        library = np.concatenate(libraries)[:, None]
+        theta = torch.exp(self.module.log_theta()).detach().cpu().numpy()
+        return sampled_mean_log_expression(proportions, library, theta, n_samples, random_state)

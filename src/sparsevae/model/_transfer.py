@@ -11,7 +11,6 @@ import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 from anndata import AnnData
 
@@ -24,23 +23,6 @@ if TYPE_CHECKING:
     from ._model import SparseVAE
 
 logger = logging.getLogger(__name__)
-
-
-def _latent_means_by_perturbation(
-    model: SparseVAE, adata: AnnData, names: list[str], batch_size: int | None
-) -> np.ndarray:
-    """Mean of the encoder's posterior means over each perturbation's cells."""
-    z = model.get_latent_representation(adata, batch_size=batch_size)
-    labels = adata.obs[model._perturbation_registry.original_key].astype(str).to_numpy()
-    means = pd.DataFrame(z).groupby(labels).mean()
-    alone = [name for name in names if name not in means.index]
-    if alone:
-        raise ValueError(
-            f"transfer learns a new perturbation's shift from its cells alone, but adata has no "
-            f"cells labelled only {alone[:10]} (they occur only in combinations). Add cells of "
-            "each new single perturbation on its own."
-        )
-    return means.loc[names].to_numpy(dtype=np.float32)
 
 
 class TransferMixin:
@@ -120,11 +102,12 @@ class TransferMixin:
         new.module.to(self.device)
         new.module.eval()
         new.is_trained_ = True
+        latent_means = new._extend_latent_means(self, adata, added, batch_size)
         if not added:
             return new
         rows = [new_categories.index(name) for name in added]
         needs_training = new.module.prior.init_transfer(
-            rows, lambda: _latent_means_by_perturbation(new, adata, added, batch_size), sparse
+            rows, lambda: latent_means, sparse
         )
         if needs_training:
             new._training_plan_cls = TransferTrainingPlan  # this run only

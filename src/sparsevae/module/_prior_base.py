@@ -65,9 +65,6 @@ class PerturbationPrior(nn.Module, ABC):
     """
 
     name: str
-    #: Whether the prior learns a shift per perturbation from the data (iVAE, sVAE, sVAE+),
-    #: so that an unseen perturbation's effect can be predicted from its transferred shift.
-    learns_shifts: bool = False
 
     def __init__(self, n_perturbations: int, n_latent: int, control_index: int | None = None):
         super().__init__()
@@ -249,7 +246,6 @@ class DensePrior(PerturbationPrior):
     """iVAE prior: every perturbation shifts every latent, z | a ~ N(mu_a, I)."""
 
     name = PRIORS.DENSE
-    learns_shifts = True
 
     def __init__(self, n_perturbations: int, n_latent: int, control_index: int | None = None):
         super().__init__(n_perturbations, n_latent, control_index)

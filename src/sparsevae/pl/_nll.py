@@ -46,6 +46,8 @@ def interventional_nll(
             f"report lacks the column(s) {sorted(missing)}; pass the DataFrame returned by "
             "sv.evaluate.interventional_nll_report."
         )
+    if "kind" in report.columns:  # baselines predict effects; they have no likelihood
+        report = report[report["kind"] != "baseline"]
     data = report.dropna(subset=[_NLL])
     label = "interventional NLL (nats per cell)"
     if relative_to is not None:
