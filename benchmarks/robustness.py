@@ -4,7 +4,7 @@ Two datasets:
 
 - ``simulation``: the paper's simulation (K = 100 perturbations, p = 15 latents, 100 genes),
   with fewer cells per perturbation to keep it short; the seed changes the data and training;
-- ``norman``: the bundled Norman 2019 subset (3,375 cells × 500 genes, 33 perturbations),
+- ``norman``: the bundled Norman 2019 subset (3,375 cells × 250 genes, 33 perturbations),
   the same data for every seed, 15 latents.
 
 Every run uses the default hyperparameters (sVAE+, KL warm-up capped at ``max_epochs``, masks

@@ -177,6 +177,10 @@ def test_empirical_shift_needs_cells_of_its_own(trained_pairs):
         model.get_combination_shift("P0+P1")
     model.get_combination_shift("P0+P1", source="prior")
     model.get_combination_shift("P0")
+    # control is no shift, even when a single has no empirical shift (NaN * 0 is NaN)
+    assert (model.get_combination_shift("control") == 0).all()
+    control = only_in_pair[only_in_pair.obs["perturbation"] == "control"].copy()
+    assert np.isfinite(model.get_treatment_effect(control, perturbation="P0")).all()
 
 
 def _decode(model, adata, shift):
@@ -249,15 +253,15 @@ def test_sampled_treatment_effect_draws_counts_at_the_cells_library_sizes(traine
     model, train, _ = trained_pairs
     control = train[train.obs["perturbation"] == "control"].copy()
     effect = model.get_treatment_effect(control, perturbation="P0", n_samples=3, random_state=7)
-    library = np.asarray(control.X.sum(axis=1)).reshape(-1, 1)
-    theta = np.exp(model.module.log_theta().detach().numpy())
+    library = np.asarray(control.X.sum(axis=1), dtype=np.float64).reshape(-1, 1)
+    theta = np.exp(model.module.log_theta().detach().numpy()).astype(np.float64)
     sides = []
     for label in ("P0", "control"):
-        proportions = model.predict(control, perturbation=label).X
+        proportions = model.predict(control, perturbation=label).X.astype(np.float64)
         rng = np.random.default_rng(7)
         counts = rng.poisson(
             rng.gamma(
-                theta, np.broadcast_to(proportions * library, (3,) + proportions.shape) / theta
+                theta, np.broadcast_to(proportions * library, (3, *proportions.shape)) / theta
             )
         )
         keep = counts.sum(-1) > 0

@@ -366,7 +366,7 @@ def test_cli_report_writes_markdown_csv_and_figures(tmp_path, capsys):
 
 
 def test_genes_are_selected_on_training_cells_only():
-    from sparsevae.evaluate._heldout import _select_genes
+    from sparsevae.evaluate._cells import _select_genes
 
     data = small_simulation()
     heldout = data.obs["perturbation"].astype(str).isin(HELDOUT).to_numpy()

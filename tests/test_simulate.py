@@ -58,7 +58,8 @@ def test_bundled_norman_subset():
     import sparsevae as sv
 
     data = sv.data.norman2019_subset()
-    assert data.shape == (3375, 500)
+    assert data.shape == (3375, 250)
+    assert (np.asarray(data.X.sum(axis=0)).ravel() > 0).all()  # every gene has counts
     labels = data.obs["perturbation"].astype(str)
     assert "control" in set(labels)
     assert labels.nunique() == 34

@@ -12,10 +12,10 @@ from ._effects import (
 from ._heldout import (
     interventional_nll_report,
     split_table,
-    summarize_effect_correlations,
     summarize_interventional_nll,
     transfer_and_score,
 )
+from ._heldout_effects import summarize_effect_correlations
 from ._identifiability import identifiability_report, method_kwargs
 from ._report import report_markdown
 from ._splits import HeldoutSplit, make_splits

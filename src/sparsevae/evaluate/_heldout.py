@@ -4,36 +4,25 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import scanpy as sc
-import scipy.sparse as sp
 import scvi
 from anndata import AnnData
 
-from sparsevae._constants import METHODS, TARGET_SUM
+from sparsevae._constants import METHODS
 from sparsevae._quiet import QUIET_TRAINER
 from sparsevae._validation import validate_counts
 
-from ._baselines import baseline_predictions, observed_changes
-from ._effects import (
-    EFFECT_COLUMNS,
-    EFFECT_METRICS,
-    log_normalized,
-    mean_log_expression,
-    score_predictions,
-)
+from ._cells import _exclude_empty_cells, _fresh, _select_genes
+from ._effects import EFFECT_COLUMNS
+from ._heldout_effects import _effect_context, _predicted_changes, _score
 from ._identifiability import method_kwargs
 from ._splits import EVALUATION, EXCLUDED, TRAIN, TRANSFER, HeldoutSplit, make_splits
 
 logger = logging.getLogger(__name__)
 
-#: Control cells on which a held-out perturbation's effect is predicted (a seeded sample when
-#: there are more): enough for a mean over cells, bounded for screens with many controls.
-MAX_CONTROL_CELLS = 2000
 #: ``kind`` of a report row: a trained method, or a baseline that predicts from observed cells.
 MODEL, BASELINE = "model", "baseline"
 #: Columns of :func:`interventional_nll_report`, in order.
@@ -51,48 +40,6 @@ REPORT_COLUMNS = [
     *EFFECT_COLUMNS,
     "note",
 ]
-
-
-def _counts(adata: AnnData, layer: str | None):
-    return adata.X if layer is None else adata.layers[layer]
-
-
-def _fresh(adata: AnnData, cells: np.ndarray, genes: np.ndarray, layer: str | None, obs_keys):
-    """A new AnnData with the counts of ``cells`` × ``genes`` and only the needed obs columns.
-
-    Starting from a bare object keeps earlier registrations (scvi-tools' uuids in ``uns``)
-    from leaking between the models of a report.
-    """
-    counts = _counts(adata, layer)[cells][:, genes]
-    counts = counts.copy() if sp.issparse(counts) else np.array(counts)
-    obs = adata.obs.iloc[cells][[k for k in obs_keys if k is not None]].copy()
-    return AnnData(X=counts, obs=obs, var=pd.DataFrame(index=adata.var_names[genes].copy()))
-
-
-def _select_genes(adata: AnnData, cells: np.ndarray, layer: str | None, n_top_genes: int | None):
-    """Highly variable genes of the training ``cells`` only (all genes if no ``n_top_genes``)."""
-    if n_top_genes is None or n_top_genes >= adata.n_vars:
-        return np.arange(adata.n_vars)
-    train = AnnData(X=_counts(adata, layer)[cells].astype(np.float32))
-    sc.pp.normalize_total(train, target_sum=TARGET_SUM)
-    sc.pp.log1p(train)
-    sc.pp.highly_variable_genes(train, n_top_genes=n_top_genes, flavor="seurat")
-    return np.flatnonzero(train.var["highly_variable"].to_numpy())
-
-
-def _exclude_empty_cells(adata, roles: np.ndarray, genes, layer, split: str) -> np.ndarray:
-    """Cells with no counts on the selected genes have no library size: exclude, and say so."""
-    totals = np.asarray(_counts(adata, layer)[:, genes].sum(axis=1)).ravel()
-    empty = (totals == 0) & (roles != EXCLUDED)
-    if empty.any():
-        logger.warning(
-            "Split %r: %d cell(s) have no counts on the selected genes and are excluded.",
-            split,
-            int(empty.sum()),
-        )
-        roles = roles.copy()
-        roles[empty] = EXCLUDED
-    return roles
 
 
 def transfer_and_score(
@@ -194,84 +141,6 @@ def _fit_transfer_score(
             model, adata, evaluation, roles, genes, seed, obs_keys=obs_keys, **keys
         )
     return nll, predicted
-
-
-def _predicted_changes(
-    model, adata, evaluation, roles, genes, seed, *, perturbation_key, control, layer, obs_keys
-) -> dict[str, np.ndarray]:
-    """The transferred model's predicted change of each held-out perturbation in ``evaluation``.
-
-    :meth:`~sparsevae.SparseVAE.get_treatment_effect` at its defaults (counts drawn from the
-    model, shifts from each perturbation's own cells) on up to ``MAX_CONTROL_CELLS`` training
-    control cells.
-    """
-    labels = adata.obs[perturbation_key].astype(str).to_numpy()
-    controls = np.flatnonzero((roles == TRAIN) & (labels == control))
-    control_cells = _fresh(adata, controls, genes, layer, obs_keys)
-    rng = np.random.default_rng(seed)
-    sample = np.sort(rng.permutation(len(controls))[:MAX_CONTROL_CELLS])
-    return {
-        perturbation: model.get_treatment_effect(
-            control_cells, perturbation=perturbation, indices=sample, random_state=seed
-        ).to_numpy()
-        for perturbation in np.unique(evaluation.obs[perturbation_key].astype(str).to_numpy())
-    }
-
-
-def _effect_context(
-    adata,
-    roles,
-    genes,
-    heldout,
-    *,
-    perturbation_key,
-    control,
-    layer,
-    obs_keys,
-    combination_delimiter,
-):
-    """What every predictor of a split is scored against, and the baselines' predictions.
-
-    Returns ``{perturbation: (cells, baselines)}`` (its evaluation cells' ``log1p(counts per
-    10,000)`` and the baselines' predicted changes) and the training control mean.
-    """
-    labels = adata.obs[perturbation_key].astype(str).to_numpy()
-    train = roles == TRAIN
-    control_mean = mean_log_expression(
-        _fresh(adata, np.flatnonzero(train & (labels == control)), genes, layer, obs_keys), None
-    )
-    training = _fresh(adata, np.flatnonzero(train), genes, layer, obs_keys)
-    training_changes = observed_changes(
-        training, perturbation_key, control_mean, exclude=(control,)
-    )
-    context = {}
-    for perturbation in heldout:
-        is_p = labels == perturbation
-        evaluation = np.flatnonzero(is_p & (roles == EVALUATION))
-        transfer = np.flatnonzero(is_p & (roles == TRANSFER))
-        if len(evaluation) == 0:
-            continue
-        cells = log_normalized(_fresh(adata, evaluation, genes, layer, obs_keys))
-        transfer_change = (
-            mean_log_expression(_fresh(adata, transfer, genes, layer, obs_keys)) - control_mean
-            if len(transfer)
-            else None
-        )
-        baselines = baseline_predictions(
-            perturbation,
-            training_changes,
-            transfer_change=transfer_change,
-            combination_delimiter=combination_delimiter,
-        )
-        context[perturbation] = (cells, baselines)
-    return context, control_mean
-
-
-def _score(context, control_mean, perturbation, predictions, n_boot, random_state) -> pd.DataFrame:
-    """:func:`score_predictions` with resamples that depend on the perturbation only."""
-    cells, _ = context[perturbation]
-    seed = [random_state, zlib.crc32(perturbation.encode())]
-    return score_predictions(predictions, cells, control_mean, n_boot=n_boot, random_state=seed)
 
 
 def _evaluate_split(
@@ -549,26 +418,6 @@ def summarize_interventional_nll(report: pd.DataFrame) -> pd.DataFrame:
     overall = scored.groupby(["method", "seed"])["interventional_nll"].mean()
     table["all"] = overall.groupby("method").mean()
     return table.sort_values("all")
-
-
-def summarize_effect_correlations(report: pd.DataFrame) -> pd.DataFrame:
-    """Mean of every effect metric per method and baseline, over held-out perturbations and seeds.
-
-    Columns: the mean of each metric of :data:`~sparsevae.evaluate._effects.EFFECT_METRICS`
-    (Pearson over all genes and the top 20 DE genes: higher is better; MSE over the top 20 DE
-    genes and L2 over the most expressed genes: lower is better), ``kind`` (``"model"`` or
-    ``"baseline"``), ``n_scored`` (rows with a metric) and ``n_no_change`` (rows whose
-    prediction does not vary, so has no Pearson: "no change"). Means of Pearson skip those
-    rows. Rows without any effect (no control label) are left out. Sorted by the Pearson over
-    all genes, best first.
-    """
-    scored = report.dropna(subset=[EFFECT_METRICS[-1]])
-    grouped = scored.groupby("method")
-    table = grouped[list(EFFECT_METRICS)].mean()
-    table.insert(0, "kind", grouped["kind"].first())
-    table["n_scored"] = grouped.size()
-    table["n_no_change"] = table["n_scored"] - grouped["pearson_all_genes"].count()
-    return table.sort_values("pearson_all_genes", ascending=False, na_position="last")
 
 
 def split_table(report: pd.DataFrame) -> pd.DataFrame:

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from ._heldout import summarize_effect_correlations, summarize_interventional_nll
+from ._heldout import summarize_interventional_nll
+from ._heldout_effects import summarize_effect_correlations
 
 
 def report_markdown(

@@ -37,6 +37,8 @@ SHIFT_SOURCES = ("empirical", "prior")
 STATISTICS = ("sampled", "expected")
 #: Cells per block when counts are drawn for the sampled statistic.
 _SAMPLE_BLOCK = 256
+#: Largest Poisson rate drawn (numpy refuses rates near 1e19).
+_MAX_RATE = 1e12
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -61,11 +63,15 @@ def sampled_mean_log_expression(
     same cells share their random numbers and their difference is less noisy.
     """
     rng = np.random.default_rng(random_state)
+    proportions, theta = np.asarray(proportions, np.float64), np.asarray(theta, np.float64)
     total, n_kept = np.zeros(proportions.shape[1]), 0
     for start in range(0, proportions.shape[0], _SAMPLE_BLOCK):
         mean = proportions[start : start + _SAMPLE_BLOCK] * library[start : start + _SAMPLE_BLOCK]
         mean = np.broadcast_to(mean, (n_samples, *mean.shape))
-        counts = rng.poisson(rng.gamma(theta, mean / theta)).astype(np.float64)
+        # A tiny theta (very overdispersed gene) can draw a rate beyond what Poisson sampling
+        # takes; no count that large is real, so rates are capped.
+        rate = np.minimum(rng.gamma(theta, mean / theta), _MAX_RATE)
+        counts = rng.poisson(rate).astype(np.float64)
         sizes = counts.sum(axis=-1, keepdims=True)
         keep = sizes[..., 0] > 0
         total += np.log1p(TARGET_SUM * counts[keep] / sizes[keep]).sum(axis=0)
@@ -221,8 +227,9 @@ class PredictionMixin:
                 "occur only in combinations), so they have no empirical latent shift. Use "
                 "source='prior'."
             )
-        total = shifts.loc[singles].sum(axis=0) if singles else shifts.iloc[0] * 0.0
-        return total.rename(str(perturbation))
+        if not singles:  # control: no shift
+            return pd.Series(0.0, index=shifts.columns, name=str(perturbation))
+        return shifts.loc[singles].sum(axis=0).rename(str(perturbation))
 
     @torch.inference_mode()
     def predict(
