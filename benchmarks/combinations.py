@@ -81,8 +81,8 @@ def relabel(adata, names: dict[str, str]):
     return out
 
 
-def run_seed(adata, pairs: list[str], args, seed: int) -> tuple[list[dict], list[dict]]:
-    """Train, predict and score one seed: per-pair rows and seen-single rows."""
+def run_seed(adata, pairs: list[str], args, seed: int) -> tuple[list[dict], list[dict], list]:
+    """Train, predict and score one seed: per-pair rows, seen-single rows, per-gene rows."""
     (split,) = sv.evaluate.make_splits(
         adata, perturbation_key=KEY, control=CONTROL, heldout=pairs, random_state=seed
     )
@@ -116,7 +116,7 @@ def run_seed(adata, pairs: list[str], args, seed: int) -> tuple[list[dict], list
 
     eval_labels = evaluation.obs[KEY].astype(str).to_numpy()
     transfer_labels = transfer.obs[KEY].astype(str).to_numpy()
-    rows = []
+    rows, gene_rows = [], []
     for pair in pairs:
         transfer_change = (
             sv.evaluate.mean_log_expression(transfer[transfer_labels == pair]) - control_mean
@@ -137,6 +137,18 @@ def run_seed(adata, pairs: list[str], args, seed: int) -> tuple[list[dict], list
             ),
         }
         cells = sv.evaluate.log_normalized(evaluation[eval_labels == pair])
+        observed = cells.mean(axis=0) - control_mean
+        gene_rows += [
+            {
+                "seed": seed,
+                "pair": pair,
+                "gene": gene,
+                "observed": observed[g],
+                "zero_shot": predictions[ZERO_SHOT][g],
+                "additive": predictions["baseline: additive"][g],
+            }
+            for g, gene in enumerate(adata.var_names)
+        ]
         scores = sv.evaluate.score_predictions(
             predictions, cells, control_mean, n_boot=args.n_boot, random_state=[seed, len(rows)]
         )
@@ -165,7 +177,19 @@ def run_seed(adata, pairs: list[str], args, seed: int) -> tuple[list[dict], list
             predicted = effect(additive, single, source=source)
             scores = sv.evaluate.effect_metrics(predicted, observed, control_mean)
             single_rows.append({"seed": seed, "single": single, "source": source, **scores})
-    return rows, single_rows
+    return rows, single_rows, gene_rows
+
+
+def where_zero_shot_loses(genes: pd.DataFrame, n_genes: int = 5) -> pd.DataFrame:
+    """Per pair, the genes whose squared error the zero-shot model exceeds the additive
+    baseline's by most (changes averaged over seeds first).
+    """
+    mean = genes.groupby(["pair", "gene"])[["observed", "zero_shot", "additive"]].mean()
+    mean["excess_squared_error"] = (mean["zero_shot"] - mean["observed"]) ** 2 - (
+        mean["additive"] - mean["observed"]
+    ) ** 2
+    top = mean.sort_values("excess_squared_error", ascending=False).groupby("pair").head(n_genes)
+    return top.sort_index(level="pair", sort_remaining=False).reset_index()
 
 
 def mean_table(table: pd.DataFrame, by: str) -> pd.DataFrame:
@@ -212,14 +236,24 @@ def main() -> None:
             f"--pairs {wrong}: not pairs whose singles have cells of their own; "
             f"choose from {eligible}"
         )
-    rows, single_rows = [], []
+    rows, single_rows, gene_rows = [], [], []
     for seed in args.seeds:
-        seed_rows, seed_singles = run_seed(adata, pairs, args, seed)
+        seed_rows, seed_singles, seed_genes = run_seed(adata, pairs, args, seed)
         rows += seed_rows
         single_rows += seed_singles
+        gene_rows += seed_genes
         print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
     table = pd.DataFrame(rows)
     singles = pd.DataFrame(single_rows)
+    genes = pd.DataFrame(gene_rows)
+    loses = where_zero_shot_loses(genes)
+    # How much of the zero-shot model's excess error over the additive baseline (all genes,
+    # changes averaged over seeds) the 20 worst genes of each pair carry.
+    mean = genes.groupby(["pair", "gene"])[["observed", "zero_shot", "additive"]].mean()
+    excess = (mean["zero_shot"] - mean["observed"]) ** 2 - (
+        mean["additive"] - mean["observed"]
+    ) ** 2
+    share = excess.groupby("pair").apply(lambda e: e.nlargest(20).sum() / e.clip(lower=0).sum())
     seconds = time.perf_counter() - start
 
     summary = mean_table(table, "predictor")
@@ -286,6 +320,16 @@ def main() -> None:
                 "l2_top1000_expressed",
             ]
         ].to_markdown(index=False, floatfmt=".3f"),
+        "",
+        "## Where the zero-shot model loses to the additive baseline",
+        "",
+        "Per pair, the 5 genes where the zero-shot model's squared error exceeds the additive "
+        "baseline's most (observed and predicted changes averaged over seeds), and the share "
+        "of the pair's positive excess error that its 20 worst genes carry: "
+        + ", ".join(f"{pair} {value:.0%}" for pair, value in share.items())
+        + ".",
+        "",
+        loses.to_markdown(index=False, floatfmt=".3f"),
         "",
         "## Seen singles (zero-shot model, in-sample): predicted vs observed change",
         "",

@@ -111,6 +111,19 @@ def test_transfer_changes_only_the_new_perturbations(fitted, sparse):
     assert (pi > 0.5).all().all() if not sparse else pi.to_numpy().max() <= 1.0
     # the transferred model trains its networks again afterwards
     assert all(p.requires_grad for p in new.module.parameters())
+    # its empirical shifts: the held-out cells' mean latent minus the training controls'
+    train = model.adata
+    control_mean = model.get_latent_representation(train)[
+        train.obs["perturbation"].to_numpy() == "control"
+    ].mean(axis=0)
+    z = new.get_latent_representation(heldout.copy())
+    labels = heldout.obs["perturbation"].astype(str).to_numpy()
+    for p in HELDOUT:
+        np.testing.assert_allclose(
+            new.get_combination_shift(p).to_numpy(),
+            z[labels == p].mean(axis=0) - control_mean,
+            atol=1e-5,
+        )
 
 
 def test_dense_transfer_sets_mu_to_the_mean_posterior_mean(fitted):

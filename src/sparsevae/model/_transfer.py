@@ -106,11 +106,10 @@ class TransferMixin:
         if not added:
             return new
         rows = [new_categories.index(name) for name in added]
-        needs_training = new.module.prior.init_transfer(
-            rows, lambda: latent_means, sparse
-        )
+        needs_training = new.module.prior.init_transfer(rows, lambda: latent_means, sparse)
         if needs_training:
             new._training_plan_cls = TransferTrainingPlan  # this run only
+            cache = new._latent_mean_cache  # the encoder is frozen: the latents stay
             try:
                 new.train(
                     max_epochs=max_epochs,
@@ -123,6 +122,7 @@ class TransferMixin:
                 )
             finally:
                 del new._training_plan_cls
+                new._latent_mean_cache = cache
         return new
 
     @torch.inference_mode()
