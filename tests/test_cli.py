@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import anndata
 import pandas as pd
 
 from sparsevae.cli import main
@@ -72,3 +73,34 @@ def test_fit_reports_a_misspelt_key_and_a_missing_file(tmp_path, capsys):
     code = main(["fit", str(tmp_path / "missing.h5ad"), "--perturbation-key", "p", "--out", "o"])
     assert code == 2
     assert "missing.h5ad" in capsys.readouterr().err
+
+
+def test_fit_with_seeds_writes_the_stability_table(tmp_path):
+    data = small_simulation()
+    path = tmp_path / "screen.h5ad"
+    data.write_h5ad(path)
+    out = tmp_path / "fit"
+    base = ["fit", str(path), "--perturbation-key", "perturbation", "--control", "control"]
+    options = ["--n-latent", "3", "--max-epochs", "3", "--out", str(out)]
+    code = main([*base, *options, "--seeds", "0", "1", "--alphas", "6", "2"])
+    assert code == 0
+    edges = pd.read_csv(out / "stability.csv")
+    assert sorted(edges["alpha"].unique()) == [2.0, 6.0] and len(edges) == 2 * 6 * 3
+    runs = pd.read_csv(out / "stability_runs.csv")
+    assert runs[["seed", "alpha"]].values.tolist() == [[0, 6], [1, 6], [0, 2], [1, 2]]
+    assert (out / "stability.png").stat().st_size > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stability_runs"] == 4 and set(summary["stable_edges_per_alpha"]) == {"6", "2"}
+    results = anndata.read_h5ad(out / "results.h5ad")
+    assert "edge_stability" in results.uns and "sparsevae" in results.uns
+
+
+def test_fit_alphas_need_seeds(tmp_path, capsys):
+    data = small_simulation()
+    path = tmp_path / "screen.h5ad"
+    data.write_h5ad(path)
+    code = main(
+        ["fit", str(path), "--perturbation-key", "perturbation", "--alphas", "2", "--out", "o"]
+    )
+    assert code == 2
+    assert "--alphas needs --seeds" in capsys.readouterr().err

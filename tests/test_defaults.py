@@ -36,8 +36,10 @@ pytestmark = pytest.mark.slow
 NAMESPACES = ("data", "tl", "pl", "metrics", "evaluate")
 CALLED = {
     "data": {"norman2019_subset", "simulate_sparse_shift"},
-    "tl": {"cluster_perturbations", "write_results"},
+    "tl": {"cluster_perturbations", "edge_stability", "write_results"},
     "pl": {
+        "edge_stability",
+        "effect_metrics",
         "graph_comparison",
         "interventional_nll",
         "latent_genes",
@@ -53,8 +55,15 @@ CALLED = {
         "mean_correlation_coefficient",
     },
     "evaluate": {
+        "BASELINES",
+        "EFFECT_METRICS",
         "HeldoutSplit",
+        "baseline_predictions",
         "effect_correlations",
+        "effect_metrics",
+        "log_normalized",
+        "observed_changes",
+        "score_predictions",
         "identifiability_report",
         "interventional_nll_report",
         "make_splits",
@@ -175,8 +184,11 @@ def test_model_getters_with_required_arguments_only(default_model, tmp_path):
 def test_prediction_getters_with_required_arguments_only(default_model):
     model, adata = default_model
     first = model.perturbation_names[0]
-    shift = model.get_combination_shift(first)
-    assert shift.equals(model.get_perturbation_shifts().loc[first].rename(shift.name))
+    shift = model.get_combination_shift(first)  # its own cells' mean latent minus control's
+    z = model.get_latent_representation()
+    labels = adata.obs["perturbation"].to_numpy()
+    own = z[labels == first].mean(axis=0) - z[labels == "control"].mean(axis=0)
+    np.testing.assert_allclose(shift.to_numpy(), own, atol=1e-5)
     predicted = model.predict(perturbation=first)
     assert predicted.shape == adata.shape
     np.testing.assert_allclose(np.asarray(predicted.X).sum(axis=1), 1.0, rtol=1e-4)
@@ -224,6 +236,12 @@ def test_tools_and_plots_with_required_arguments_only(default_model, default_rep
     clusters = sv.tl.cluster_perturbations(data)
     assert set(clusters.index) == set(model.perturbation_names)
     assert data.obs["perturbation_cluster"].notna().all()
+    stability = adata.copy()
+    reference = sv.tl.edge_stability(stability, perturbation_key="perturbation")
+    edges = stability.uns["edge_stability"]["edges"]
+    assert reference.is_trained_ and len(stability.uns["edge_stability"]["runs"]) == 5
+    assert (edges["alpha"] == 5.0).all()  # alpha = K; without control, 'control' counts too
+    assert set(edges["latent"]) == set(reference.latent_names) and len(reference.latent_names) == 15
     plt.close("all")
     plots = [
         lambda: sv.pl.mask_heatmap(data),
@@ -236,7 +254,9 @@ def test_tools_and_plots_with_required_arguments_only(default_model, default_rep
             data.obsm["X_sparsevae"],
         ),
         lambda: sv.pl.interventional_nll(default_report),
+        lambda: sv.pl.effect_metrics(default_report),
         lambda: sv.pl.perturbation_clusters(data),
+        lambda: sv.pl.edge_stability(stability),
     ]
     for number, plot in enumerate(plots, start=1):
         assert plot() is None  # shown (scanpy's convention without save=), not returned
@@ -266,11 +286,16 @@ def test_data_and_metrics_with_required_arguments_only():
 
 def test_evaluate_with_required_arguments_only(default_report):
     report = default_report
-    assert set(report["method"]) == {"svae+", "svae", "ivae", "beta-vae", "vae"}
-    assert np.isfinite(report["interventional_nll"]).all()
+    models = report[report["kind"] == "model"]
+    assert set(models["method"]) == {"svae+", "svae", "ivae", "beta-vae", "vae"}
+    assert np.isfinite(models["interventional_nll"]).all()
+    baselines = set(report.loc[report["kind"] == "baseline", "method"])
+    assert baselines == set(sv.evaluate.BASELINES) - {"baseline: additive"}  # no pairs here
     summary = sv.evaluate.summarize_interventional_nll(report)
-    assert set(summary.index) == set(report["method"]) and "all" in summary.columns
-    assert len(sv.evaluate.summarize_effect_correlations(report)) > 0
+    assert set(summary.index) == set(models["method"]) and "all" in summary.columns
+    effects = sv.evaluate.summarize_effect_correlations(report)
+    assert set(effects.index) == set(report["method"])
+    assert set(sv.evaluate.EFFECT_METRICS) <= set(effects.columns)
     assert set(sv.evaluate.split_table(report)["split"]) == set(report["split"])
     markdown = sv.evaluate.report_markdown(report)
     assert markdown.startswith("# Held-out interventions\n")
@@ -285,6 +310,21 @@ def test_evaluate_with_required_arguments_only(default_report):
     assert sv.evaluate.method_kwargs("svae+") == {"prior": "spike_slab"}
     change = np.arange(30.0)
     assert sv.evaluate.effect_correlations(change, 2 * change)["pearson_all_genes"] == 1.0
+    metrics = sv.evaluate.effect_metrics(change, 2 * change)
+    assert metrics["pearson_all_genes"] == pytest.approx(1.0) and metrics["mse_top20_de"] > 0
+    cells = sv.evaluate.log_normalized(adata)
+    assert cells.shape == adata.shape
+    control_mean = sv.evaluate.mean_log_expression(adata[adata.obs["perturbation"] == "control"])
+    changes = sv.evaluate.observed_changes(adata, "perturbation", control_mean)
+    assert set(changes) == set(adata.obs["perturbation"])
+    predictions = sv.evaluate.baseline_predictions("P3", changes)
+    assert set(predictions) == {"baseline: no change", "baseline: mean of training perturbations"}
+    scores = sv.evaluate.score_predictions(predictions, cells[:20], control_mean)
+    assert list(scores.columns[:3]) == [
+        "pearson_all_genes",
+        "pearson_all_genes_low",
+        "pearson_all_genes_high",
+    ]
     model = _trained_on(adata[adata.obs["perturbation"] != "P3"].copy())
     held = adata[adata.obs["perturbation"] == "P3"]
     transferred, nll = sv.evaluate.transfer_and_score(model, held[:10].copy(), held[10:].copy())
@@ -304,6 +344,10 @@ def test_cli_subcommands_with_required_arguments_only(tmp_path, monkeypatch, cap
     summary = json.loads((tmp_path / "fit" / "summary.json").read_text())
     assert summary["n_perturbations"] == 5  # no --control: 'control' is a perturbation too
     assert sv.SparseVAE.load(tmp_path / "fit" / "model", adata=data).is_trained_
+    stability = ["fit", *required, "--seeds", "0", "1", "--out", str(tmp_path / "stability")]
+    assert cli.main(stability) == 0
+    assert pd.read_csv(tmp_path / "stability" / "stability_runs.csv")["seed"].tolist() == [0, 1]
+    assert (tmp_path / "stability" / "stability.png").stat().st_size > 0
 
     assert cli.main(["report", *required, "--out", str(tmp_path / "report")]) == 0
     report_md = (tmp_path / "report" / "report.md").read_text()

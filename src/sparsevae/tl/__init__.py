@@ -2,5 +2,6 @@
 
 from ._cluster import cluster_perturbations
 from ._results import write_results
+from ._stability import edge_stability
 
-__all__ = ["cluster_perturbations", "write_results"]
+__all__ = ["cluster_perturbations", "edge_stability", "write_results"]
