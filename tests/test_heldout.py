@@ -412,3 +412,52 @@ def test_vae_shifts_without_control_cells_name_the_problem():
     model = _fit(train, prior="standard", epochs=1)
     with pytest.raises(ValueError, match="no control cells"):
         model.get_perturbation_shifts(train[train.obs["perturbation"] != "control"].copy())
+
+
+def test_report_baselines_match_a_hand_computation():
+    """The report's baseline rows, recomputed from its own split: split-half from the transfer
+    cells, additive from the training singles, against the evaluation cells' observed change.
+    """
+    data = small_simulation()
+    labels = data.obs["perturbation"].astype(str).to_numpy()
+    pair_cells = np.flatnonzero(labels == "P5")
+    relabelled = labels.copy()
+    relabelled[pair_cells] = "P0+P1"  # a held-out "pair" whose singles are trained
+    data.obs["perturbation"] = pd.Categorical(relabelled)
+    report = sv.evaluate.interventional_nll_report(
+        data,
+        methods=("svae+",),
+        heldout=["P4", "P0+P1"],
+        combination_delimiter="+",
+        max_epochs=2,
+        n_particles=2,
+        n_latent=3,
+        n_top_genes=None,
+        model_kwargs={"n_hidden": 16},
+    )
+    split = report.attrs["splits"]["heldout"]
+    names = data.obs_names
+    train = ~names.isin(split["transfer"] + split["evaluation"] + split["excluded"])
+    control_mean = sv.evaluate.mean_log_expression(data[train & (relabelled == "control")])
+
+    def change(cells):
+        return sv.evaluate.mean_log_expression(data[cells]) - control_mean
+
+    baselines = report[report["kind"] == "baseline"].set_index(["perturbation", "method"])
+    for perturbation in ("P4", "P0+P1"):
+        mine = relabelled == perturbation
+        observed = change(mine & names.isin(split["evaluation"]))
+        expected = {
+            "baseline: split-half": change(mine & names.isin(split["transfer"])),
+            "baseline: no change": np.zeros(data.n_vars),
+        }
+        if perturbation == "P0+P1":
+            expected["baseline: additive"] = change(train & (relabelled == "P0")) + change(
+                train & (relabelled == "P1")
+            )
+        for name, predicted in expected.items():
+            metrics = sv.evaluate.effect_metrics(predicted, observed, control_mean)
+            row = baselines.loc[(perturbation, name)]
+            for metric, value in metrics.items():
+                np.testing.assert_allclose(row[metric], value, rtol=1e-6, equal_nan=True)
+    assert ("P4", "baseline: additive") not in baselines.index

@@ -69,13 +69,7 @@ def effect_correlations(
     A correlation is NaN where the prediction (or the observation) does not vary: a model that
     predicts no change has no correlation, rather than a made-up one.
     """
-    predicted = np.asarray(predicted, dtype=float).ravel()
-    observed = np.asarray(observed, dtype=float).ravel()
-    if predicted.shape != observed.shape:
-        raise ValueError(
-            f"predicted and observed changes differ in length: {predicted.size} vs "
-            f"{observed.size} genes."
-        )
+    predicted, observed = _as_changes(predicted, observed)
     if n_top < 2:
         raise ValueError(f"n_top must be at least 2 (a correlation needs two genes), got {n_top}.")
     top = np.argsort(-np.abs(observed), kind="stable")[:n_top]
@@ -211,7 +205,9 @@ def score_predictions(
     n_boot
         Bootstrap resamples (0: no intervals).
     confidence
-        Coverage of the percentile intervals.
+        Coverage of the percentile intervals (the quantiles of the resampled metrics; for
+        Pearson they can sit slightly below the point estimate, since resampling adds noise
+        to the observed change).
     random_state
         Seed of the resamples.
 
