@@ -12,8 +12,6 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING
 
-from sparsevae.module import MaskedPrior
-
 if TYPE_CHECKING:
     from ._model import SparseVAE
 
@@ -52,7 +50,8 @@ def warn_if_graph_is_empty(
         ``alpha``.
     """
     prior = model.module.prior
-    if not isinstance(prior, MaskedPrior):
+    alpha = prior.hyperparameters().get("alpha")
+    if alpha is None:  # no sparsity prior (iVAE, VAE): every perturbation has its top latents
         return
     targets = model.get_intervention_targets()
     n_perturbations = targets.shape[0]
@@ -63,7 +62,7 @@ def warn_if_graph_is_empty(
         return
     warnings.warn(
         f"{n_without} of {n_perturbations} perturbations have no target latent (pi > 0.5): "
-        f"their effects fell below the sparsity prior at alpha = {prior.alpha:g} "
+        f"their effects fell below the sparsity prior at alpha = {alpha:g} "
         f"(prior={prior.name!r}), so the graph says little about them. To see which edges "
         "hold across seeds and sparsity levels, run sv.tl.edge_stability(adata, "
         "perturbation_key=..., alphas=[...]); or train with a smaller alpha "

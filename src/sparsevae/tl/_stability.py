@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 import scvi
 
-from sparsevae._constants import PRIORS
 from sparsevae._quiet import QUIET_TRAINER
 from sparsevae.metrics import match_latents
 
@@ -55,7 +54,6 @@ EDGE_COLUMNS = [
 STABLE_FREQUENCY = 0.8
 #: Runs whose matched latents correlate less than this (mean |r|) with the reference warn.
 LOW_MATCH_QUALITY = 0.5
-_MASKED_PRIORS = (PRIORS.SPIKE_SLAB, PRIORS.L1)
 
 
 @dataclass
@@ -118,12 +116,6 @@ def _split_kwargs(kwargs: dict) -> tuple[dict, dict, dict]:
     setup = {k: v for k, v in kwargs.items() if k in setup_names}
     model = {k: v for k, v in kwargs.items() if k in model_names}
     train = {k: v for k, v in kwargs.items() if k not in setup_names | model_names}
-    prior = model.get("prior", PRIORS.SPIKE_SLAB)
-    if prior not in _MASKED_PRIORS:
-        raise ValueError(
-            f"edge_stability counts edges of a sparse graph (pi > threshold), which needs a "
-            f"prior with masks: prior='spike_slab' (sVAE+) or 'l1' (sVAE), got prior={prior!r}."
-        )
     return setup, model, train
 
 
@@ -393,7 +385,14 @@ def edge_stability(
     )  # fmt: skip
     plan.register()
     reference = plan.build(seeds[0], None if alphas is None else alphas[0])  # checks kwargs
-    alphas = [float(reference.module.prior.alpha)] if alphas is None else alphas
+    sparsity = reference.module.prior.hyperparameters().get("alpha")
+    if sparsity is None:  # the prior has no sparse graph to count edges of
+        raise ValueError(
+            "edge_stability counts edges of a sparse graph (pi > threshold), which needs a "
+            "prior with masks: prior='spike_slab' (sVAE+) or 'l1' (sVAE), got "
+            f"prior={reference.prior_name!r}."
+        )
+    alphas = [float(sparsity)] if alphas is None else alphas
     logger.info("edge_stability: %d seeds × %d alphas.", len(seeds), len(alphas))
     keys = [(alpha, seed) for alpha in alphas for seed in seeds]  # the reference first
     workers = min(n_jobs - 1, len(keys) - 1)
