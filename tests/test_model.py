@@ -43,6 +43,43 @@ def test_training_loss_is_finite(trained):
     assert len(validation) == 3 and np.isfinite(validation).all()
 
 
+def test_validation_elbo_is_the_training_objective_on_held_out_cells(adata):
+    """Validation: global term per *training* cell, expected KL over the masks (not hard)."""
+    sv.SparseVAE.setup_anndata(adata, perturbation_key="perturbation", control="control")
+    scvi.settings.seed = 0
+    model = sv.SparseVAE(adata, n_latent=4, n_hidden=16)
+    model.train(
+        max_epochs=2, train_size=0.8, check_val_every_n_epoch=1, freeze_masks_at=None, **QUIET
+    )
+    history = {k: float(v.iloc[-1, 0]) for k, v in model.history.items() if len(v)}
+    n_train = len(model.train_indices)
+    for mode in ("train", "validation"):
+        expected = (
+            history[f"reconstruction_loss_{mode}"]
+            + history[f"kl_local_{mode}"]
+            + history[f"kl_global_{mode}"] / n_train
+        )
+        assert history[f"elbo_{mode}"] == pytest.approx(expected, rel=1e-5)
+    # the KL of the validation cells under the prior's training mode (expected over masks)
+    module = model.module
+    cells = adata[model.validation_indices]
+    tensors = {
+        "X": torch.as_tensor(cells.X.toarray() if hasattr(cells.X, "toarray") else cells.X),
+        "perturbation": torch.as_tensor(
+            adata.obs["_scvi_perturbation"].to_numpy()[model.validation_indices]
+        ),
+    }
+    module.eval()
+    module.prior.train()
+    with torch.no_grad():
+        qz = module.encode(tensors["X"].float())
+        expected_kl = module.prior.kl(qz, tensors["perturbation"].reshape(-1, 1)).mean().item()
+        module.prior.eval()
+        hard_kl = module.prior.kl(qz, tensors["perturbation"].reshape(-1, 1)).mean().item()
+    assert history["kl_local_validation"] == pytest.approx(expected_kl, rel=1e-4)
+    assert expected_kl != pytest.approx(hard_kl, rel=1e-4)
+
+
 def test_training_loss_is_the_negative_binomial_likelihood_of_scvis_decoder(adata):
     """The training loss (log means from the decoder's logits, per-gene terms hoisted) equals
     torch's negative binomial of scvi-tools' DecoderSCVI output, in training mode.

@@ -64,10 +64,19 @@ def test_alpha_one_gives_no_sparsity_gradient():
     assert torch.count_nonzero(prior.logits.grad) == 0
 
 
-def test_l1_penalty_and_control_rows():
+def test_l1_penalty_is_the_published_one_and_skips_control_rows():
+    """The published sVAE: alpha * mean(pi) per minibatch, not / N, not warmed up."""
     prior = L1Prior(3, 2, control_index=1, alpha=2.0)
-    pi = prior.mask_probabilities().detach()
-    assert prior.penalty().item() == pytest.approx(2.0 * (pi[0].sum() + pi[2].sum()).item())
+    with torch.no_grad():
+        prior.logits.copy_(torch.tensor([[0.0, 1.0], [9.0, 9.0], [-1.0, 2.0]]))
+    pi = torch.sigmoid(torch.tensor([0.0, 1.0, -1.0, 2.0]))
+    qz = torch.distributions.Normal(torch.zeros(4, 2), torch.ones(4, 2))
+    for kl_weight in (0.0, 1.0):  # no warm-up
+        value = prior.batch_penalty(qz, qz.loc, torch.zeros(4, dtype=torch.long), kl_weight, 100)
+        assert value.item() == pytest.approx(2.0 * pi.mean().item())
+    assert prior.penalty().item() == 0.0  # nothing is divided by N
+    prior.freeze_masks()
+    assert prior.batch_penalty(qz, qz.loc, torch.zeros(4, dtype=torch.long), 1.0, 100).item() == 0.0
 
 
 def test_control_cells_have_zero_shift_and_eval_mask_is_the_readout():

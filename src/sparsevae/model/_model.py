@@ -17,7 +17,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 from sparsevae._constants import PRIORS, REGISTRY_KEYS
 from sparsevae._validation import validate_setup
 from sparsevae.module import SparseShiftVAE
-from sparsevae.module._priors import PRIOR_CLASSES
+from sparsevae.module._priors import PRIOR_CLASSES, check_prior_kwargs
 
 from ._combinations import PerturbationSetField, validate_combinations
 from ._fields import PerturbationField
@@ -93,6 +93,11 @@ class SparseVAE(
         perturbations K, the paper's recommendation) or the L1 weight of ``"l1"`` (default: K).
     temperature
         Gumbel-sigmoid temperature of the masks (``mask_estimator="gumbel"`` only).
+    prior_kwargs
+        The prior's own options beyond ``alpha`` and ``temperature``, e.g.
+        ``{"gamma": 30.0}`` for ``"factorvae"``; each prior's class documents them (see
+        :data:`~sparsevae.module.PRIOR_CLASSES`). An option the prior does not have is an
+        error.
     use_batch_norm
         Where the MLPs use batch normalisation: ``"both"``, ``"encoder"``, ``"decoder"``,
         ``"none"``.
@@ -129,12 +134,14 @@ class SparseVAE(
         temperature: float = 1.0,
         use_batch_norm: Literal["encoder", "decoder", "none", "both"] = "both",
         mask_estimator: Literal["exact", "gumbel"] = "exact",
+        prior_kwargs: dict | None = None,
     ):
         if adata is None:
             raise ValueError("SparseVAE needs an AnnData registered with setup_anndata.")
         super().__init__(adata)
         if prior not in PRIOR_CLASSES:
             raise ValueError(f"prior={prior!r} is unknown; choose one of {sorted(PRIOR_CLASSES)}.")
+        check_prior_kwargs(prior, prior_kwargs)
         if n_latent < 1:
             raise ValueError(f"n_latent must be a positive integer, got {n_latent}.")
         if beta <= 0:
@@ -156,6 +163,7 @@ class SparseVAE(
             temperature=temperature,
             use_batch_norm=use_batch_norm,
             mask_estimator=mask_estimator,
+            prior_kwargs=prior_kwargs,
         )
         self._model_summary_string = (
             f"SparseVAE with prior={prior!r}, n_latent={n_latent}, n_hidden={n_hidden}, "

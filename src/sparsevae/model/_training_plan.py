@@ -39,6 +39,9 @@ class SparseVAETrainingPlan(TrainingPlan):
       perturbations' mean shifts are sparsest (:mod:`sparsevae.module._rotation`): the
       networks' function is unchanged, every mask restarts undecided (pi = 0.5) and Adam's
       moments restart. Gradient descent finds this orientation only slowly;
+    - the validation ELBO is the training objective on the validation cells: the prior in
+      its training mode (expected KL over the masks) and the global term divided by the
+      number of training cells, so that ``elbo_validation`` and ``elbo_train`` compare;
     - before every optimiser step the loss and all gradients are checked: a NaN or infinite
       value stops training with a :class:`~sparsevae.model.NonFiniteLossError` naming the term
       and the step, and the parameters of the last step with a finite loss are put back
@@ -140,7 +143,7 @@ class SparseVAETrainingPlan(TrainingPlan):
     def configure_optimizers(self):
         if self.optimizer_name == "Custom":
             return super().configure_optimizers()
-        prior_params = [p for p in self.module.prior.parameters() if p.requires_grad]
+        prior_params = self.module.prior.shift_parameters()
         prior_ids = {id(p) for p in prior_params}
         other_params = [
             p for p in self.module.parameters() if p.requires_grad and id(p) not in prior_ids
@@ -181,7 +184,15 @@ class SparseVAETrainingPlan(TrainingPlan):
         return loss_output.loss
 
     def validation_step(self, batch, batch_idx):
-        self._step(batch, _VALIDATION)
+        # The training objective on held-out cells: the prior in its training mode (expected
+        # KL over the masks, not the hard readout), the networks in eval mode.
+        prior = self.module.prior
+        was_training = prior.training
+        prior.train(True)
+        try:
+            self._step(batch, _VALIDATION)
+        finally:
+            prior.train(was_training)
 
     # ---- numerical guard -----------------------------------------------------------------
     def on_before_optimizer_step(self, optimizer):
@@ -277,7 +288,8 @@ class SparseVAETrainingPlan(TrainingPlan):
     def on_validation_epoch_end(self):
         if not self.trainer.sanity_checking:
             self._check_validation()
-            self._log_epoch(_VALIDATION, self.n_obs_validation)
+            # the global term per training cell, as in the training ELBO and the loss
+            self._log_epoch(_VALIDATION, self.n_obs_training)
         self._sums.pop(_VALIDATION, None)
 
     def _check_validation(self) -> None:

@@ -106,6 +106,9 @@ class SparseShiftVAE(BaseModuleClass):
         (straight-through Gumbel-sigmoid draws); see :class:`~sparsevae.module.MaskedPrior`.
     use_batch_norm
         Where to use batch normalisation in the MLPs.
+    prior_kwargs
+        Options of the prior beyond the above (e.g. FactorVAE's ``gamma``), passed to its
+        ``from_options``.
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class SparseShiftVAE(BaseModuleClass):
         temperature: float = 1.0,
         use_batch_norm: Literal["encoder", "decoder", "none", "both"] = "both",
         mask_estimator: Literal["exact", "gumbel"] = "exact",
+        prior_kwargs: dict | None = None,
     ):
         super().__init__()
         self.n_input = n_input
@@ -162,6 +166,7 @@ class SparseShiftVAE(BaseModuleClass):
             alpha=alpha,
             temperature=temperature,
             estimator=mask_estimator,
+            **(prior_kwargs or {}),
         )
 
     def log_theta(self) -> torch.Tensor:
@@ -245,7 +250,9 @@ class SparseShiftVAE(BaseModuleClass):
         """Per-cell negative ELBO averaged over the minibatch plus the prior's global term / N.
 
         This is MODEL.md's ``N * mean(rec + kl_weight * KL) + kl_weight * penalty`` divided by
-        the number of training cells N, so the logged loss reads per cell.
+        the number of training cells N, so the logged loss reads per cell, plus the prior's
+        minibatch regulariser (:meth:`~sparsevae.module.PerturbationPrior.batch_penalty`,
+        0 for the ELBO methods; not part of the logged ELBO).
         """
         x = tensors[REGISTRY_KEYS.X_KEY]
         qz: Normal = inference_outputs[MODULE_KEYS.QZ_KEY]
@@ -254,14 +261,20 @@ class SparseShiftVAE(BaseModuleClass):
         pz = generative_outputs[MODULE_KEYS.PZ_KEY]  # None when the KL is in closed form
         kl_z = self.prior.kl(qz, _perturbation_codes(tensors), pz)
         penalty = self.prior.penalty()
-        loss = torch.mean(
-            reconstruction + kl_weight * self.beta * kl_z
-        ) + kl_weight * penalty / max(n_obs, 1)
+        batch_penalty = self.prior.batch_penalty(
+            qz, inference_outputs[MODULE_KEYS.Z_KEY], _perturbation_codes(tensors), kl_weight, n_obs
+        )
+        loss = (
+            torch.mean(reconstruction + kl_weight * self.beta * kl_z)
+            + kl_weight * penalty / max(n_obs, 1)
+            + batch_penalty
+        )
         return LossOutput(
             loss=loss,
             reconstruction_loss=reconstruction,
             kl_local=kl_z,
             kl_global=penalty,
+            extra_metrics={"batch_penalty": batch_penalty.detach()},
         )
 
     # ---- orientation of the latent space ------------------------------------------------
@@ -400,7 +413,6 @@ class SparseShiftVAE(BaseModuleClass):
         if batch_index is not None:
             batch_index = batch_index.unsqueeze(1)  # (n_cells, 1, 1): broadcasts over particles
         qz = self.encode(x)
-        pz = self.prior.distribution(perturbation)
         folded = self._folded_decoder() if self.n_batch <= 1 else None
         library = x.sum(dim=-1, keepdim=True)
         log_theta = self.log_theta()
@@ -414,10 +426,8 @@ class SparseShiftVAE(BaseModuleClass):
         ).unsqueeze(-1)
         x_column, x_theta = x.unsqueeze(-1), (x + theta).unsqueeze(-1)
         theta_per_library = (theta / library).unsqueeze(1)  # (n_cells, 1, n_genes)
-        # Gaussian log densities written out (no per-pass argument validation); with
+        # Gaussian log density written out (no per-pass argument validation); with
         # z = loc + scale * eps, log q(z | x) = -|eps|^2 / 2 - sum(log scale) - const
-        prior_loc, prior_scale = pz.loc.unsqueeze(1), pz.scale.unsqueeze(1)
-        log_p_constant = torch.log(pz.scale).sum(dim=-1, keepdim=True)
         log_q_constant = torch.log(qz.scale).sum(dim=-1, keepdim=True)
         n_cells, n_latent = qz.loc.shape
         if n_mc_samples_per_pass is None:
@@ -436,7 +446,7 @@ class SparseShiftVAE(BaseModuleClass):
             log_sum = log_rho.exp_().add_(theta_per_library).log_()
             log_px = constant + (x_log_rho - torch.bmm(log_sum, x_theta)).squeeze(-1)
             # log p(z | a) - log q(z | x); the 2 pi terms cancel
-            log_pz = -0.5 * ((z - prior_loc) / prior_scale).square().sum(dim=-1) - log_p_constant
+            log_pz = self.prior.log_density(z, perturbation)
             log_qz = -0.5 * eps.square().sum(dim=-1) - log_q_constant
             chunk_lse.append(torch.logsumexp(log_px + log_pz - log_qz, dim=1))
         log_lik = torch.logsumexp(torch.stack(chunk_lse), dim=0) - math.log(n_mc_samples)

@@ -121,10 +121,47 @@ class PerturbationPrior(nn.Module, ABC):
             pz = self.distribution(perturbation)
         return kl_divergence(qz, pz).sum(dim=-1)
 
+    def log_density(self, z: torch.Tensor, perturbation: torch.Tensor) -> torch.Tensor:
+        """log p(z | a) without its ``-d/2 log(2 pi)`` constant (the IWELBO's prior term).
+
+        ``z``: shape (n_cells, n_particles, n_latent); ``perturbation``: codes, (n,) or (n, k).
+        Returns shape (n_cells, n_particles).
+        """
+        pz = self.distribution(perturbation)
+        loc, scale = pz.loc.unsqueeze(1), pz.scale.unsqueeze(1)
+        return -0.5 * ((z - loc) / scale).square().sum(dim=-1) - torch.log(scale).sum(dim=-1)
+
     # ---- global quantities ----------------------------------------------------------------
     def penalty(self) -> torch.Tensor:
-        """Negative log prior density of the global parameters (0 when there are none)."""
+        """Negative log prior density of the global parameters (0 when there are none).
+
+        Enters the loss as ``kl_weight * penalty / N`` (N training cells): MODEL.md's global
+        term on the per-cell scale.
+        """
         return self.is_perturbed.new_zeros(())
+
+    def batch_penalty(
+        self,
+        qz: Normal,
+        z: torch.Tensor,
+        perturbation: torch.Tensor,
+        kl_weight: float,
+        n_obs: int,
+    ) -> torch.Tensor:
+        """A regulariser computed on the minibatch, added to the per-cell loss as returned.
+
+        For methods whose objective is not an ELBO of this prior alone: the published sVAE's
+        ``alpha * mean(pi)``, beta-TCVAE's total correlation, DIP-VAE's covariance penalty,
+        FactorVAE's discriminator terms, CLAP's label predictor. ``qz``: q(z | x) of the
+        minibatch; ``z``: its draws, (n, n_latent); ``kl_weight``: the KL warm-up factor, for
+        terms that follow it; ``n_obs``: the number of training cells (minibatch-weighted
+        sampling). Not part of the logged ELBO. 0 by default.
+        """
+        return self.is_perturbed.new_zeros(())
+
+    def shift_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained at ``lr_prior`` (the others, e.g. a discriminator, at ``lr``)."""
+        return [p for p in self.parameters() if p.requires_grad]
 
     def hyperparameters(self) -> dict[str, float]:
         """Options a copy of this prior must keep (e.g. on transfer, ``alpha``)."""

@@ -6,6 +6,8 @@ of :data:`PRIOR_CLASSES`.
 
 from __future__ import annotations
 
+import inspect
+
 from sparsevae._constants import PRIORS
 
 from ._masked_priors import L1Prior, MaskedPrior, SpikeSlabPrior
@@ -19,6 +21,7 @@ __all__ = [
     "PerturbationPrior",
     "SpikeSlabPrior",
     "StandardPrior",
+    "check_prior_kwargs",
     "make_prior",
 ]
 
@@ -46,3 +49,31 @@ def make_prior(
     if name not in PRIOR_CLASSES:
         raise ValueError(f"Unknown prior {name!r}; choose one of {sorted(PRIOR_CLASSES)}.")
     return PRIOR_CLASSES[name].from_options(n_perturbations, n_latent, control_index, **options)
+
+
+#: Options every prior receives from SparseVAE's own arguments (ignored by those without them).
+_MODEL_OPTIONS = {"alpha", "temperature", "logit_init", "estimator"}
+
+
+def prior_options(name: str) -> list[str]:
+    """The options of prior ``name`` that ``prior_kwargs`` may set (its ``from_options``)."""
+    parameters = inspect.signature(PRIOR_CLASSES[name].from_options).parameters.values()
+    return [
+        p.name
+        for p in parameters
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _MODEL_OPTIONS
+    ]
+
+
+def check_prior_kwargs(name: str, prior_kwargs: dict | None) -> None:
+    """Raise if ``prior_kwargs`` holds an option that prior ``name`` does not have."""
+    if not prior_kwargs:
+        return
+    if name not in PRIOR_CLASSES:
+        raise ValueError(f"Unknown prior {name!r}; choose one of {sorted(PRIOR_CLASSES)}.")
+    unknown = sorted(set(prior_kwargs) - set(prior_options(name)))
+    if unknown:
+        raise ValueError(
+            f"prior_kwargs {unknown} are not options of prior={name!r}; its options are "
+            f"{prior_options(name) or 'none'} (alpha and temperature are SparseVAE arguments)."
+        )
