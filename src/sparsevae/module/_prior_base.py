@@ -122,7 +122,9 @@ class PerturbationPrior(nn.Module, ABC):
         return kl_divergence(qz, pz).sum(dim=-1)
 
     def log_density(self, z: torch.Tensor, perturbation: torch.Tensor) -> torch.Tensor:
-        """log p(z | a) without its ``-d/2 log(2 pi)`` constant (the IWELBO's prior term).
+        """The log prior density log p(z | a), without its ``-d/2 log(2 pi)`` constant.
+
+        The IWELBO's prior term.
 
         ``z``: shape (n_cells, n_particles, n_latent); ``perturbation``: codes, (n,) or (n, k).
         Returns shape (n_cells, n_particles).
