@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 import json
 
 import anndata
 import pandas as pd
+import pytest
 
+import sparsevae as sv
 from sparsevae.cli import main
 
 from .conftest import small_simulation
@@ -104,3 +107,36 @@ def test_fit_alphas_need_seeds(tmp_path, capsys):
     )
     assert code == 2
     assert "--alphas needs --seeds" in capsys.readouterr().err
+
+
+def test_fit_with_another_prior_and_its_options(tmp_path):
+    data = small_simulation()
+    path = tmp_path / "screen.h5ad"
+    data.write_h5ad(path)
+    args = ["fit", str(path), "--perturbation-key", "perturbation", "--control", "control"]
+    out = tmp_path / "fit"
+    extra = ["--prior", "dip_vae", "--prior-kwargs", '{"lambda_od": 2.0}', "--max-epochs", "2"]
+    assert main([*args, *extra, "--out", str(out)]) == 0
+    model = sv.SparseVAE.load(str(out / "model"), adata=data)
+    assert model.module.prior.hyperparameters()["lambda_od"] == 2.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--methods", "svae+,foo"], "unknown ['foo']"),
+        (["--prior-kwargs", "{gamma: 30}"], "is not JSON"),
+        (["--prior-kwargs", '{"gamma": 30}'], "'gamma'"),  # not an option of spike_slab
+    ],
+)
+def test_cli_names_a_bad_method_or_prior_option(tmp_path, capsys, argv, message):
+    data = small_simulation()
+    path = tmp_path / "screen.h5ad"
+    data.write_h5ad(path)
+    command = "report" if argv[0] == "--methods" else "fit"
+    with contextlib.suppress(SystemExit):
+        code = main(
+            [command, str(path), "--perturbation-key", "perturbation", *argv, "--out", "o"]
+        )
+        assert code == 2
+    assert message in capsys.readouterr().err

@@ -32,6 +32,11 @@ class _PriorNames(NamedTuple):
     L1: str = "l1"
     DENSE: str = "dense"
     STANDARD: str = "standard"
+    DENSE_VAR: str = "dense_var"
+    CLAP: str = "clap"
+    BETA_TCVAE: str = "beta_tcvae"
+    DIP_VAE: str = "dip_vae"
+    FACTORVAE: str = "factorvae"
 
 
 REGISTRY_KEYS = _RegistryKeys()
@@ -43,9 +48,18 @@ METHODS: dict[str, dict] = {
     "svae+": {"prior": PRIORS.SPIKE_SLAB},
     "svae": {"prior": PRIORS.L1},
     "ivae": {"prior": PRIORS.DENSE},
+    "ivae-var": {"prior": PRIORS.DENSE_VAR},
     "beta-vae": {"prior": PRIORS.STANDARD, "beta": 8.0},
     "vae": {"prior": PRIORS.STANDARD},
+    "beta-tcvae": {"prior": PRIORS.BETA_TCVAE},
+    "dip-vae": {"prior": PRIORS.DIP_VAE},
+    "factorvae": {"prior": PRIORS.FACTORVAE},
+    "clap": {"prior": PRIORS.CLAP},
 }
+
+#: The methods the reports train unless told otherwise: the paper's comparison. The other
+#: methods of :data:`METHODS` are trained when named.
+DEFAULT_METHODS: tuple[str, ...] = ("svae+", "svae", "ivae", "beta-vae", "vae")
 
 #: Key of the control label in the perturbation field's state registry.
 CONTROL_KEY = "control"

@@ -53,7 +53,7 @@ def _demo(args: argparse.Namespace) -> int:
         f"{adata.uns['true_targets'].shape[0]} perturbations, "
         f"{adata.obsm['z_true'].shape[1]} latents (seed {args.seed})."
     )
-    methods = args.methods.split(",")
+    methods = args.methods
     print(f"Training {', '.join(methods)} for {max_epochs} epochs each ...", flush=True)
     report, models = sv.evaluate.identifiability_report(
         adata, methods=methods, seeds=(args.seed,), max_epochs=max_epochs, return_models=True
@@ -79,6 +79,32 @@ def _demo(args: argparse.Namespace) -> int:
     )
     print(f"Wrote metrics.csv, latent.npy, pi.csv and graph.png to {out}/")
     return 0
+
+
+def _methods(text: str) -> list[str]:
+    """``--methods``: comma-separated names of ``sv.evaluate.METHODS``."""
+    from sparsevae._constants import METHODS
+
+    methods = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise argparse.ArgumentTypeError(
+            f"--methods {text!r}: unknown {unknown}; choose from {', '.join(METHODS)}."
+        )
+    return methods
+
+
+def _prior_kwargs(text: str) -> dict:
+    """``--prior-kwargs``: a JSON object of the prior's options."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(
+            f"--prior-kwargs {text!r} is not JSON ({error}); e.g. '{{\"gamma\": 30}}'."
+        ) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"--prior-kwargs {text!r}: give a JSON object.")
+    return value
 
 
 def _devices(text: str) -> int | list[int] | str:
@@ -127,7 +153,9 @@ def _fit(args: argparse.Namespace) -> int:
         sv.SparseVAE.setup_anndata(
             adata, perturbation_key=args.perturbation_key, control=args.control, **setup
         )
-        model = sv.SparseVAE(adata, n_latent=args.n_latent, prior=args.prior)
+        model = sv.SparseVAE(
+            adata, n_latent=args.n_latent, prior=args.prior, prior_kwargs=args.prior_kwargs
+        )
         model.train(**train)
     else:  # the reference run (first seed, first alpha) is the model written below
         model = sv.tl.edge_stability(
@@ -138,6 +166,7 @@ def _fit(args: argparse.Namespace) -> int:
             alphas=args.alphas,
             n_latent=args.n_latent,
             prior=args.prior,
+            prior_kwargs=args.prior_kwargs,
             enable_progress_bar=True,
             **setup,
             **train,
@@ -194,7 +223,7 @@ def _report_description(args: argparse.Namespace, adata, seconds: float) -> str:
     """The settings paragraph of ``report.md``."""
     return (
         f"{adata.n_obs} cells × {adata.n_vars} genes; perturbation key `{args.perturbation_key}`, "
-        f"control `{args.control}`. Methods {', '.join(args.methods.split(','))}; seeds "
+        f"control `{args.control}`. Methods {', '.join(args.methods)}; seeds "
         f"{args.seeds}; {args.max_epochs} epochs; n_latent {args.n_latent}; "
         f"{args.n_particles} particles; transfer fraction {args.transfer_fraction}; "
         f"split seed {args.random_state}; genes: "
@@ -219,7 +248,7 @@ def _report(args: argparse.Namespace) -> int:
     if not adata.obs_names.is_unique:
         print("note: cell names are not unique; made unique with obs_names_make_unique()")
         adata.obs_names_make_unique()
-    methods = args.methods.split(",")
+    methods = args.methods
     heldout = args.heldout.split(",") if args.heldout else "clusters"
     cluster_kwargs = {}
     if args.n_clusters is not None:
@@ -272,7 +301,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``sparsevae`` argument parser."""
-    from sparsevae._constants import PRIORS
+    from sparsevae._constants import DEFAULT_METHODS, METHODS, PRIORS
     from sparsevae.module._priors import PRIOR_CLASSES  # the registry: --prior's choices
 
     parser = argparse.ArgumentParser(
@@ -288,7 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--max-epochs", type=int, default=None)
     demo.add_argument(
-        "--methods", default="svae+,svae,ivae,beta-vae,vae", help="comma-separated methods"
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        type=_methods,
+        help=f"comma-separated methods of {', '.join(METHODS)}",
     )
     demo.set_defaults(func=_demo)
 
@@ -300,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--batch-key", default=None)
     fit.add_argument("--n-latent", type=int, default=15)
     fit.add_argument("--prior", default=PRIORS.SPIKE_SLAB, choices=sorted(PRIOR_CLASSES))
+    fit.add_argument(
+        "--prior-kwargs",
+        type=_prior_kwargs,
+        default=None,
+        help="the prior's own options as JSON, e.g. '{\"gamma\": 30}' for factorvae",
+    )
     fit.add_argument(
         "--combination-delimiter",
         default=None,
@@ -352,7 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--batch-key", default=None)
     rep.add_argument("--out", required=True, help="output directory")
     rep.add_argument(
-        "--methods", default="svae+,svae,ivae,beta-vae,vae", help="comma-separated methods"
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        type=_methods,
+        help=f"comma-separated methods of {', '.join(METHODS)}",
     )
     rep.add_argument(
         "--heldout", default=None, help="comma-separated perturbations (default: each cluster)"

@@ -1,5 +1,7 @@
 """Evaluation: identifiability on simulations and held-out interventions."""
 
+from sparsevae._constants import DEFAULT_METHODS, METHODS
+
 from ._baselines import BASELINES, baseline_predictions, observed_changes
 from ._effects import (
     EFFECT_METRICS,
@@ -16,26 +18,39 @@ from ._heldout import (
     transfer_and_score,
 )
 from ._heldout_effects import summarize_effect_correlations
-from ._identifiability import identifiability_report, method_kwargs
+from ._identifiability import (
+    POSTHOC_READOUTS,
+    identifiability_report,
+    latent_mean_shifts,
+    method_kwargs,
+    posthoc_sparse_rotation,
+    shift_targets,
+)
 from ._report import report_markdown
 from ._splits import HeldoutSplit, make_splits
 
 __all__ = [
     "BASELINES",
+    "DEFAULT_METHODS",
     "EFFECT_METRICS",
+    "METHODS",
+    "POSTHOC_READOUTS",
     "HeldoutSplit",
     "baseline_predictions",
     "effect_correlations",
     "effect_metrics",
     "identifiability_report",
     "interventional_nll_report",
+    "latent_mean_shifts",
     "log_normalized",
     "make_splits",
     "mean_log_expression",
     "method_kwargs",
     "observed_changes",
+    "posthoc_sparse_rotation",
     "report_markdown",
     "score_predictions",
+    "shift_targets",
     "split_table",
     "summarize_effect_correlations",
     "summarize_interventional_nll",

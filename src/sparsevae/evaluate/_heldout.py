@@ -11,7 +11,7 @@ import pandas as pd
 import scvi
 from anndata import AnnData
 
-from sparsevae._constants import METHODS
+from sparsevae._constants import DEFAULT_METHODS
 from sparsevae._quiet import QUIET_TRAINER
 from sparsevae._validation import validate_counts
 
@@ -249,7 +249,7 @@ def interventional_nll_report(
     *,
     perturbation_key: str = "perturbation",
     control: str | None = "control",
-    methods: Sequence[str] = tuple(METHODS),
+    methods: Sequence[str] = DEFAULT_METHODS,
     heldout: str | Sequence[str] | Mapping[str, Sequence[str]] = "clusters",
     seeds: Sequence[int] = (0,),
     max_epochs: int | None = 200,
@@ -287,7 +287,9 @@ def interventional_nll_report(
         held-out combination of trained singles is predicted zero-shot and gets the additive
         baseline.
     methods
-        Any of ``"svae+"``, ``"svae"``, ``"ivae"``, ``"beta-vae"``, ``"vae"``.
+        Names of :data:`~sparsevae.evaluate.METHODS`: the paper's ``"svae+"``, ``"svae"``,
+        ``"ivae"``, ``"beta-vae"``, ``"vae"`` (the default) and ``"ivae-var"``, ``"clap"``,
+        ``"beta-tcvae"``, ``"factorvae"``, ``"dip-vae"``.
     heldout
         ``"clusters"`` (one split per perturbation cluster), a list of perturbations, or a
         dict ``{split name: perturbations}``.

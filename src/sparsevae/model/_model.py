@@ -86,6 +86,17 @@ class SparseVAE(
     prior
         ``"spike_slab"`` (sVAE+, default), ``"l1"`` (sVAE), ``"dense"`` (iVAE) or
         ``"standard"`` (VAE; with ``beta`` > 1, beta-VAE).
+        Label-conditional priors with learned variances (see
+        :mod:`sparsevae.module._label_priors`): ``"dense_var"`` (iVAE as published,
+        z | a ~ N(mu_a, diag(sigma_a^2))) and ``"clap"`` (CLAP: label-dependent core latents,
+        ``n_style`` shared style latents with a full covariance, and a label predictor from
+        the core weighted ``predictor_weight``; options in ``prior_kwargs``).
+        Unsupervised disentanglement baselines, the VAE plus a penalty on q(z) (options in
+        ``prior_kwargs``, see :mod:`sparsevae.module._penalties`):
+
+        - ``"beta_tcvae"``: beta-TCVAE, total correlation weighted ``tc_beta`` (6).
+        - ``"dip_vae"``: DIP-VAE, Cov[q(z)] pulled towards I (``lambda_od`` 10, ``dip_type``).
+        - ``"factorvae"``: FactorVAE, discriminator-estimated total correlation, ``gamma`` (30).
     beta
         Weight of the KL divergence of z.
     alpha
@@ -128,7 +139,17 @@ class SparseVAE(
         n_hidden: int = 128,
         n_layers: int = 2,
         dropout_rate: float = 0.0,
-        prior: Literal["spike_slab", "l1", "dense", "standard"] = PRIORS.SPIKE_SLAB,
+        prior: Literal[
+            "spike_slab",
+            "l1",
+            "dense",
+            "dense_var",
+            "standard",
+            "beta_tcvae",
+            "dip_vae",
+            "factorvae",
+            "clap",
+        ] = PRIORS.SPIKE_SLAB,
         beta: float = 1.0,
         alpha: float | None = None,
         temperature: float = 1.0,

@@ -144,15 +144,18 @@ class SparseVAETrainingPlan(TrainingPlan):
         if self.optimizer_name == "Custom":
             return super().configure_optimizers()
         prior_params = self.module.prior.shift_parameters()
-        prior_ids = {id(p) for p in prior_params}
+        adversary_params = self.module.prior.adversary_parameters()
+        own_group = {id(p) for p in prior_params + adversary_params}
         other_params = [
-            p for p in self.module.parameters() if p.requires_grad and id(p) not in prior_ids
+            p for p in self.module.parameters() if p.requires_grad and id(p) not in own_group
         ]
         groups = [{"params": other_params}]
         if prior_params:
             # The prior's gradients are O(1/N) under the per-cell loss scaling, far below
             # scvi-tools' eps = 0.01, which would damp them to a crawl: use Adam's usual eps.
             groups.append({"params": prior_params, "lr": self.lr_prior or self.lr, "eps": 1e-8})
+        if adversary_params:  # see PerturbationPrior.adversary_parameters
+            groups.append({"params": adversary_params, "eps": 1e-8, "betas": (0.5, 0.9)})
         optimizer_cls = torch.optim.AdamW if self.optimizer_name == "AdamW" else torch.optim.Adam
         optimizer = optimizer_cls(
             groups, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay, fused=True
@@ -342,8 +345,9 @@ class TransferTrainingPlan(SparseVAETrainingPlan):
 
     def on_after_backward(self):
         for param in self.module.prior.parameters():
-            if param.grad is not None:
-                param.grad.mul_(self._row_mask.to(param.grad.device))
+            if param.grad is not None:  # rows along the first dimension, whatever the rank
+                mask = self._row_mask.reshape(-1, *([1] * (param.grad.dim() - 1)))
+                param.grad.mul_(mask.to(param.grad.device))
 
     def on_train_end(self):
         super().on_train_end()

@@ -7,6 +7,7 @@ of the model stays bitwise equal.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import TYPE_CHECKING
 
@@ -58,11 +59,13 @@ class TransferMixin:
             ``perturbation_key`` column).
         sparse
             ``False`` (the paper): gamma = 1 for new perturbations, and mu is set to its exact
-            optimum, the mean of their cells' posterior means (no training needed).
+            optimum, the mean of their cells' posterior means (no training needed; the
+            priors with learned variances, ``"dense_var"`` and ``"clap"``, start their new
+            log-variances at 0 and train the new rows for ``max_epochs`` epochs).
             ``True``: masks are learned too (from that start, with the model's Beta(1, alpha)
             prior) for ``max_epochs`` epochs. Only for ``"spike_slab"`` / ``"l1"``.
         max_epochs, batch_size, lr_prior
-            Training of the sparse transfer.
+            Training of the sparse transfer (and of the learned variances).
         **train_kwargs
             Passed to :meth:`train` for the sparse transfer (e.g. ``enable_progress_bar``).
 
@@ -82,8 +85,13 @@ class TransferMixin:
         cls.register_manager(manager)
 
         params = {**self.init_params_["non_kwargs"], **self.init_params_["kwargs"]}
-        # Keep the trained prior's options (e.g. its sparsity alpha, not K + the new ones).
-        params.update(self.module.prior.hyperparameters())
+        # Keep the trained prior's options (e.g. its sparsity alpha, not K + the new ones);
+        # those that are not SparseVAE arguments go to the prior through prior_kwargs.
+        options = self.module.prior.hyperparameters()
+        own = inspect.signature(cls.__init__).parameters
+        params.update({k: v for k, v in options.items() if k in own})
+        if extra := {k: v for k, v in options.items() if k not in own}:
+            params["prior_kwargs"] = {**(params.get("prior_kwargs") or {}), **extra}
         new = cls(adata, **params)
         old_names, new_categories = self._categories, new._categories
         if new_categories[: len(old_names)] != old_names:  # the field appends; never reorders

@@ -2,7 +2,12 @@
 
 from ._module import SparseShiftVAE
 from ._priors import (
+    BetaTCVAEPrior,
+    CLAPPrior,
     DensePrior,
+    DenseVariancePrior,
+    DIPVAEPrior,
+    FactorVAEPrior,
     L1Prior,
     MaskedPrior,
     PerturbationPrior,
@@ -12,7 +17,12 @@ from ._priors import (
 )
 
 __all__ = [
+    "BetaTCVAEPrior",
+    "CLAPPrior",
+    "DIPVAEPrior",
     "DensePrior",
+    "DenseVariancePrior",
+    "FactorVAEPrior",
     "L1Prior",
     "MaskedPrior",
     "PerturbationPrior",

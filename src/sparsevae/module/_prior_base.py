@@ -10,9 +10,20 @@ Every method of the package is the same VAE with a different prior object (scvi-
 =====================  =========  ==========================================================
 ``"standard"``         VAE        N(0, I); labels ignored (beta-VAE: ``beta`` > 1)
 ``"dense"``            iVAE       N(mu_a, I)
+``"dense_var"``        iVAE-var   N(mu_a, diag(sigma_a^2)), mean and variance learned
+``"clap"``             CLAP       core N(mu_a, D_a), style N(m, G) shared; + label predictor
 ``"l1"``               sVAE       N(gamma_a * mu_a, I), L1 penalty on P(gamma = 1)
 ``"spike_slab"``       sVAE+      N(gamma_a * mu_a, I), pi ~ Beta(1, alpha), gamma ~ Bern(pi)
+``"beta_tcvae"``       β-TCVAE    N(0, I); + (tc_beta - 1) * total correlation of q(z)
+``"dip_vae"``          DIP-VAE    N(0, I); + penalty on Cov[q(z)] - I
+``"factorvae"``        FactorVAE  N(0, I); + gamma * total correlation (discriminator)
 =====================  =========  ==========================================================
+
+The last three are unsupervised disentanglement baselines (:mod:`._penalties`): the VAE
+plus a minibatch penalty on q(z) (:meth:`PerturbationPrior.batch_penalty`).
+``"dense_var"`` and ``"clap"`` learn label-dependent variances (:mod:`._label_priors`);
+CLAP's core latents are the first ``n_latent - n_style``, its style latents the last; control
+cells keep N(0, I) in both.
 
 Control cells (``control_index``) always get a zero shift.
 
@@ -162,8 +173,16 @@ class PerturbationPrior(nn.Module, ABC):
         return self.is_perturbed.new_zeros(())
 
     def shift_parameters(self) -> list[nn.Parameter]:
-        """Parameters trained at ``lr_prior`` (the others, e.g. a discriminator, at ``lr``)."""
+        """Parameters trained at ``lr_prior`` (the others, e.g. a classifier, at ``lr``)."""
         return [p for p in self.parameters() if p.requires_grad]
+
+    def adversary_parameters(self) -> list[nn.Parameter]:
+        """Parameters of an adversary (FactorVAE's discriminator): own Adam group, see there.
+
+        Trained at ``lr`` with Adam's usual ``eps = 1e-8`` and Kim & Mnih's betas (0.5, 0.9):
+        scvi-tools' ``eps = 0.01`` slowed a discriminator to near chance within a run.
+        """
+        return []
 
     def hyperparameters(self) -> dict[str, float]:
         """Options a copy of this prior must keep (e.g. on transfer, ``alpha``)."""

@@ -10,12 +10,19 @@ import inspect
 
 from sparsevae._constants import PRIORS
 
+from ._label_priors import CLAPPrior, DenseVariancePrior
 from ._masked_priors import L1Prior, MaskedPrior, SpikeSlabPrior
+from ._penalties import BetaTCVAEPrior, DIPVAEPrior, FactorVAEPrior
 from ._prior_base import DensePrior, PerturbationPrior, StandardPrior
 
 __all__ = [
     "PRIOR_CLASSES",
+    "BetaTCVAEPrior",
+    "CLAPPrior",
+    "DIPVAEPrior",
     "DensePrior",
+    "DenseVariancePrior",
+    "FactorVAEPrior",
     "L1Prior",
     "MaskedPrior",
     "PerturbationPrior",
@@ -29,8 +36,13 @@ __all__ = [
 PRIOR_CLASSES: dict[str, type[PerturbationPrior]] = {
     PRIORS.STANDARD: StandardPrior,
     PRIORS.DENSE: DensePrior,
+    PRIORS.DENSE_VAR: DenseVariancePrior,
     PRIORS.L1: L1Prior,
     PRIORS.SPIKE_SLAB: SpikeSlabPrior,
+    PRIORS.BETA_TCVAE: BetaTCVAEPrior,
+    PRIORS.DIP_VAE: DIPVAEPrior,
+    PRIORS.FACTORVAE: FactorVAEPrior,
+    PRIORS.CLAP: CLAPPrior,
 }
 
 
