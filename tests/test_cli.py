@@ -135,8 +135,6 @@ def test_cli_names_a_bad_method_or_prior_option(tmp_path, capsys, argv, message)
     data.write_h5ad(path)
     command = "report" if argv[0] == "--methods" else "fit"
     with contextlib.suppress(SystemExit):
-        code = main(
-            [command, str(path), "--perturbation-key", "perturbation", *argv, "--out", "o"]
-        )
+        code = main([command, str(path), "--perturbation-key", "perturbation", *argv, "--out", "o"])
         assert code == 2
     assert message in capsys.readouterr().err
