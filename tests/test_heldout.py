@@ -461,3 +461,23 @@ def test_report_baselines_match_a_hand_computation():
             for metric, value in metrics.items():
                 np.testing.assert_allclose(row[metric], value, rtol=1e-6, equal_nan=True)
     assert ("P4", "baseline: additive") not in baselines.index
+
+
+def test_report_trains_every_method_of_the_family():
+    """The seed's other methods go through the report by name: trained, transferred, scored."""
+    others = [m for m in sv.evaluate.METHODS if m not in sv.evaluate.DEFAULT_METHODS]
+    assert set(others) == {"ivae-var", "clap", "beta-tcvae", "factorvae", "dip-vae"}
+    report = sv.evaluate.interventional_nll_report(
+        small_simulation(),
+        methods=others,
+        heldout=HELDOUT,
+        max_epochs=3,
+        n_particles=4,
+        n_latent=4,
+        n_top_genes=None,
+        model_kwargs={"n_hidden": 16},
+    )
+    models = report[report["kind"] == "model"]
+    assert set(models["method"]) == set(others)
+    assert np.isfinite(models["interventional_nll"]).all()
+    assert np.isfinite(models["mse_top20_de"]).all()
