@@ -23,6 +23,7 @@ from sparsevae.module import (
     make_prior,
 )
 from sparsevae.module._label_priors import MAX_ABS_LOG_VARIANCE
+from sparsevae.module._prior_base import Minibatch
 
 from .conftest import QUIET, small_simulation
 
@@ -221,7 +222,7 @@ def test_clap_predictor_is_the_weighted_cross_entropy():
     qz = Normal(torch.randn(6, 5), torch.ones(6, 5))
     z = torch.randn(6, 5)
     codes = torch.tensor([0, 1, 2, 3, 3, 1])
-    value = prior.batch_penalty(qz, z, codes, 0.0, 100)  # not warmed up
+    value = prior.batch_penalty(Minibatch(qz, z, codes, 0.0, 100))  # not warmed up
     logits = prior.classifier(z[:, :3])
     torch.testing.assert_close(value, 0.7 * F.cross_entropy(logits, codes))
     # sets of singles: mean over the slots; the empty set is labelled control
@@ -236,16 +237,20 @@ def test_clap_predictor_is_the_weighted_cross_entropy():
         -log_p[5, 1],
     ]
     torch.testing.assert_close(
-        prior.batch_penalty(qz, z, sets, 1.0, 100).detach(), 0.7 * torch.stack(by_hand).mean()
+        prior.batch_penalty(Minibatch(qz, z, sets, 1.0, 100)).detach(),
+        0.7 * torch.stack(by_hand).mean(),
     )
     # the gradient reaches the classifier; the predictor reads z_core only
     z = z.clone().requires_grad_(True)
-    prior.batch_penalty(qz, z, codes, 1.0, 100).backward()
+    prior.batch_penalty(Minibatch(qz, z, codes, 1.0, 100)).backward()
     assert prior.classifier.weight.grad.abs().sum() > 0
     assert prior.classifier.bias.grad.abs().sum() > 0
     assert z.grad[:, :3].abs().sum() > 0 and torch.equal(z.grad[:, 3:], torch.zeros(6, 2))
     assert prior.mu.grad is None
-    assert _random_clap(predictor_weight=0.0).batch_penalty(qz, z, codes, 1.0, 1).item() == 0.0
+    assert (
+        _random_clap(predictor_weight=0.0).batch_penalty(Minibatch(qz, z, codes, 1.0, 1)).item()
+        == 0.0
+    )
 
 
 def test_clap_predictor_enters_the_module_loss_and_trains_the_classifier():

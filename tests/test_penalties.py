@@ -18,6 +18,7 @@ from sparsevae._constants import METHODS
 from sparsevae.model._training_plan import SparseVAETrainingPlan
 from sparsevae.module import BetaTCVAEPrior, DIPVAEPrior, FactorVAEPrior, make_prior
 from sparsevae.module._penalties import permute_dims
+from sparsevae.module._prior_base import Minibatch
 
 from .conftest import QUIET, small_simulation
 
@@ -64,11 +65,14 @@ def test_beta_tcvae_penalty_is_minibatch_weighted_sampling_by_hand():
             )
         tc += (log_qz - log_prod) / m
     prior = BetaTCVAEPrior(3, 3, control_index=0, tc_beta=4.0)
-    value = prior.batch_penalty(qz, z, CODES, 0.5, n_obs)
+    value = prior.batch_penalty(Minibatch(qz, z, CODES, 0.5, n_obs))
     assert value.item() == pytest.approx(0.5 * 3.0 * tc, rel=1e-5)
     # tc_beta = 1 is the VAE, and the penalty follows the KL warm-up
-    assert BetaTCVAEPrior(3, 3, tc_beta=1.0).batch_penalty(qz, z, CODES, 1.0, n_obs).item() == 0
-    assert prior.batch_penalty(qz, z, CODES, 0.0, n_obs).item() == 0
+    assert (
+        BetaTCVAEPrior(3, 3, tc_beta=1.0).batch_penalty(Minibatch(qz, z, CODES, 1.0, n_obs)).item()
+        == 0
+    )
+    assert prior.batch_penalty(Minibatch(qz, z, CODES, 0.0, n_obs)).item() == 0
 
 
 def test_beta_tcvae_penalty_sees_correlation_and_has_gradients():
@@ -78,12 +82,14 @@ def test_beta_tcvae_penalty_sees_correlation_and_has_gradients():
     correlated = Normal(torch.cat([u, u, u], dim=1), scale)
     independent = Normal(torch.randn(256, 3), scale)
     prior = BetaTCVAEPrior(2, 3, tc_beta=2.0)
-    tc_correlated = prior.batch_penalty(correlated, correlated.sample(), CODES, 1.0, 256)
-    tc_independent = prior.batch_penalty(independent, independent.sample(), CODES, 1.0, 256)
+    tc_correlated = prior.batch_penalty(Minibatch(correlated, correlated.sample(), CODES, 1.0, 256))
+    tc_independent = prior.batch_penalty(
+        Minibatch(independent, independent.sample(), CODES, 1.0, 256)
+    )
     assert tc_correlated.item() > tc_independent.item() + 2.0
     loc = torch.randn(8, 3, requires_grad=True)
     qz = Normal(loc, torch.ones(8, 3))
-    prior.batch_penalty(qz, qz.rsample(), CODES, 1.0, 50).backward()
+    prior.batch_penalty(Minibatch(qz, qz.rsample(), CODES, 1.0, 50)).backward()
     assert torch.isfinite(loc.grad).all() and loc.grad.abs().sum() > 0
 
 
@@ -100,7 +106,7 @@ def test_dip_vae_penalty_is_the_covariance_penalty_by_numpy(dip_type):
     off = covariance - np.diag(np.diag(covariance))
     expected = 2.0 * (off**2).sum() + 7.0 * ((np.diag(covariance) - 1.0) ** 2).sum()
     prior = DIPVAEPrior(3, 3, lambda_od=2.0, lambda_d=7.0, dip_type=dip_type)
-    value = prior.batch_penalty(qz, z, CODES, 0.3, 100)
+    value = prior.batch_penalty(Minibatch(qz, z, CODES, 0.3, 100))
     assert value.item() == pytest.approx(0.3 * expected, rel=1e-5)
 
 
@@ -160,7 +166,7 @@ def test_factorvae_penalty_by_hand_and_gradient_separation():
     torch.manual_seed(123)
     permuted = permute_dims(z0).numpy()
     torch.manual_seed(123)
-    value = prior.batch_penalty(qz, z, CODES, kl_weight, n_obs)
+    value = prior.batch_penalty(Minibatch(qz, z, CODES, kl_weight, n_obs))
 
     logits = _numpy_discriminator(prior, z0.numpy())
     tc = (logits[:, 0] - logits[:, 1]).mean()
@@ -207,7 +213,7 @@ def test_factorvae_discriminator_learns_to_spot_correlated_latents():
         _, accuracy_before = prior.discriminator_loss(correlated(2000))
     for _ in range(150):
         optimizer.zero_grad()
-        prior.batch_penalty(qz, correlated(256), CODES, 1.0, 1000).backward()
+        prior.batch_penalty(Minibatch(qz, correlated(256), CODES, 1.0, 1000)).backward()
         optimizer.step()
     with torch.no_grad():
         _, accuracy = prior.discriminator_loss(correlated(2000))

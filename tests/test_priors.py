@@ -17,6 +17,7 @@ from sparsevae.module import (
     StandardPrior,
     make_prior,
 )
+from sparsevae.module._prior_base import Minibatch
 from sparsevae.module._priors import PRIOR_CLASSES
 from sparsevae.nn import gumbel_sigmoid
 
@@ -72,11 +73,18 @@ def test_l1_penalty_is_the_published_one_and_skips_control_rows():
     pi = torch.sigmoid(torch.tensor([0.0, 1.0, -1.0, 2.0]))
     qz = torch.distributions.Normal(torch.zeros(4, 2), torch.ones(4, 2))
     for kl_weight in (0.0, 1.0):  # no warm-up
-        value = prior.batch_penalty(qz, qz.loc, torch.zeros(4, dtype=torch.long), kl_weight, 100)
+        value = prior.batch_penalty(
+            Minibatch(qz, qz.loc, torch.zeros(4, dtype=torch.long), kl_weight, 100)
+        )
         assert value.item() == pytest.approx(2.0 * pi.mean().item())
     assert prior.penalty().item() == 0.0  # nothing is divided by N
     prior.freeze_masks()
-    assert prior.batch_penalty(qz, qz.loc, torch.zeros(4, dtype=torch.long), 1.0, 100).item() == 0.0
+    assert (
+        prior.batch_penalty(
+            Minibatch(qz, qz.loc, torch.zeros(4, dtype=torch.long), 1.0, 100)
+        ).item()
+        == 0.0
+    )
 
 
 def test_control_cells_have_zero_shift_and_eval_mask_is_the_readout():

@@ -1,6 +1,7 @@
 """Pure torch modules: the VAE and its perturbation priors."""
 
 from ._module import SparseShiftVAE
+from ._prior_base import Minibatch
 from ._priors import (
     BetaTCVAEPrior,
     CLAPPrior,
@@ -25,6 +26,7 @@ __all__ = [
     "FactorVAEPrior",
     "L1Prior",
     "MaskedPrior",
+    "Minibatch",
     "PerturbationPrior",
     "SparseShiftVAE",
     "SpikeSlabPrior",

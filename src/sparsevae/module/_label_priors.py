@@ -38,7 +38,7 @@ from torch.distributions import Normal
 
 from sparsevae._constants import PRIORS
 
-from ._prior_base import DensePrior, PerturbationPrior, _top_abs
+from ._prior_base import DensePrior, Minibatch, PerturbationPrior, _top_abs
 
 #: Learned log-variances are clamped to [-7, 7]: variances in [9e-4, 1.1e3] (standard
 #: deviations 0.03 to 33). Far inside float32, and the KL's ratio of the encoder's variance
@@ -155,9 +155,9 @@ class CLAPPrior(_LearnedVarianceMixin, PerturbationPrior):
         As :class:`PerturbationPrior`.
     n_style
         Number of style latents, in ``[0, n_latent)``; 0 makes CLAP ``"dense_var"`` plus the
-        predictor. Through ``prior_kwargs`` (:meth:`from_options`) the default is 2, or
-        ``n_latent - 1`` when ``n_latent`` < 3: a small block for label-independent variation
-        (cell size, cell cycle) that leaves most latents to the labels.
+        predictor. Default (``None``): 2, or ``n_latent - 1`` when ``n_latent`` < 3: a small
+        block for label-independent variation (cell size, cell cycle) that leaves most latents
+        to the labels.
     predictor_weight
         Weight of the label predictor's cross-entropy (>= 0). The default 1 adds it as one
         more log-likelihood term, log p(a | z_core), at the scale of the ELBO's per-cell terms.
@@ -170,10 +170,12 @@ class CLAPPrior(_LearnedVarianceMixin, PerturbationPrior):
         n_perturbations: int,
         n_latent: int,
         control_index: int | None = None,
-        n_style: int = 2,
+        n_style: int | None = None,
         predictor_weight: float = 1.0,
     ):
         super().__init__(n_perturbations, n_latent, control_index)
+        if n_style is None:
+            n_style = min(2, max(n_latent - 1, 0))
         if isinstance(n_style, bool) or int(n_style) != n_style or not 0 <= n_style < n_latent:
             raise ValueError(
                 f"`n_style` must be an integer in [0, n_latent) = [0, {n_latent}) so that at "
@@ -189,27 +191,6 @@ class CLAPPrior(_LearnedVarianceMixin, PerturbationPrior):
         self.style_loc = nn.Parameter(torch.zeros(1, self.n_style))
         self.style_tril = nn.Parameter(torch.zeros(1, self.n_style, self.n_style))
         self.classifier = nn.Linear(self.n_core, n_perturbations)
-
-    @classmethod
-    def from_options(
-        cls,
-        n_perturbations: int,
-        n_latent: int,
-        control_index: int | None,
-        *,
-        n_style: int | None = None,
-        predictor_weight: float = 1.0,
-        **ignored,
-    ) -> CLAPPrior:
-        """Build from the options; ``n_style`` defaults to 2, or ``n_latent - 1`` if smaller.
-
-        Two style latents are a small block for label-independent variation (cell size, cell
-        cycle) that leaves most latents to the labels; with fewer than 3 latents one is kept
-        core.
-        """
-        if n_style is None:
-            n_style = min(2, max(n_latent - 1, 0))
-        return cls(n_perturbations, n_latent, control_index, n_style, predictor_weight)
 
     def hyperparameters(self) -> dict[str, float]:
         return {"n_style": self.n_style, "predictor_weight": self.predictor_weight}
@@ -326,18 +307,11 @@ class CLAPPrior(_LearnedVarianceMixin, PerturbationPrior):
         picked = log_p.gather(-1, codes.clamp(min=0)) * valid.to(log_p.dtype)
         return -picked.sum(dim=-1) / valid.sum(dim=-1).clamp(min=1).to(log_p.dtype)
 
-    def batch_penalty(
-        self,
-        qz: Normal,
-        z: torch.Tensor,
-        perturbation: torch.Tensor,
-        kl_weight: float,
-        n_obs: int,
-    ) -> torch.Tensor:
+    def batch_penalty(self, batch: Minibatch) -> torch.Tensor:
         """``predictor_weight`` times the minibatch's mean cross-entropy (not warmed up)."""
         if self.predictor_weight == 0:
             return self.is_perturbed.new_zeros(())
-        return self.predictor_weight * self.predictor_loss(z, perturbation).mean()
+        return self.predictor_weight * self.predictor_loss(batch.z, batch.codes).mean()
 
     # ---- readouts --------------------------------------------------------------------------
     def _pad_style(self, core: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from torch.distributions import Normal
 from sparsevae._constants import PRIORS
 from sparsevae.nn import gumbel_sigmoid
 
-from ._prior_base import _MAX_LOGIT, MASK_ESTIMATORS, DensePrior
+from ._prior_base import _MAX_LOGIT, MASK_ESTIMATORS, DensePrior, Minibatch
 
 
 class MaskedPrior(DensePrior):
@@ -71,23 +71,6 @@ class MaskedPrior(DensePrior):
         #: readout pi > 0.5 in training too and the sparsity term is dropped.
         self.masks_frozen = False
         self.alpha = float(alpha)
-
-    @classmethod
-    def from_options(
-        cls,
-        n_perturbations: int,
-        n_latent: int,
-        control_index: int | None,
-        *,
-        alpha: float = 1.0,
-        temperature: float = 1.0,
-        logit_init: float = 5.0,
-        estimator: str = "exact",
-        **ignored,
-    ) -> MaskedPrior:
-        return cls(
-            n_perturbations, n_latent, control_index, alpha, temperature, logit_init, estimator
-        )
 
     def hyperparameters(self) -> dict[str, float]:
         return {"alpha": self.alpha}
@@ -228,14 +211,7 @@ class L1Prior(MaskedPrior):
         if self.alpha < 0:
             raise ValueError(f"`alpha` (the L1 weight) must be non-negative, got {self.alpha}.")
 
-    def batch_penalty(
-        self,
-        qz: Normal,
-        z: torch.Tensor,
-        perturbation: torch.Tensor,
-        kl_weight: float,
-        n_obs: int,
-    ) -> torch.Tensor:
+    def batch_penalty(self, batch: Minibatch) -> torch.Tensor:
         if self.masks_frozen:
             return self.logits.new_zeros(())
         rows = self.is_perturbed.bool()

@@ -13,6 +13,7 @@ from torch.distributions import Normal
 
 from sparsevae._constants import MODULE_KEYS, PRIORS, REGISTRY_KEYS
 
+from ._prior_base import Minibatch
 from ._priors import PerturbationPrior, make_prior
 
 # Bounds that keep every distribution's parameters finite in float32 (exp overflows above 88):
@@ -107,8 +108,8 @@ class SparseShiftVAE(BaseModuleClass):
     use_batch_norm
         Where to use batch normalisation in the MLPs.
     prior_kwargs
-        Options of the prior beyond the above (e.g. FactorVAE's ``gamma``), passed to its
-        ``from_options``.
+        Options of the prior beyond the above (e.g. FactorVAE's ``gamma``): arguments of its
+        ``__init__``.
     """
 
     def __init__(
@@ -261,9 +262,9 @@ class SparseShiftVAE(BaseModuleClass):
         pz = generative_outputs[MODULE_KEYS.PZ_KEY]  # None when the KL is in closed form
         kl_z = self.prior.kl(qz, _perturbation_codes(tensors), pz)
         penalty = self.prior.penalty()
-        batch_penalty = self.prior.batch_penalty(
-            qz, inference_outputs[MODULE_KEYS.Z_KEY], _perturbation_codes(tensors), kl_weight, n_obs
-        )
+        z = inference_outputs[MODULE_KEYS.Z_KEY]
+        codes = _perturbation_codes(tensors)
+        batch_penalty = self.prior.batch_penalty(Minibatch(qz, z, codes, kl_weight, n_obs))
         loss = (
             torch.mean(reconstruction + kl_weight * self.beta * kl_z)
             + kl_weight * penalty / max(n_obs, 1)

@@ -52,7 +52,7 @@ from torch.distributions import Normal
 
 from sparsevae._constants import PRIORS
 
-from ._prior_base import StandardPrior
+from ._prior_base import Minibatch, StandardPrior
 
 #: DIP-VAE variants: "i" regularises Cov[mu(x)], "ii" Cov[mu(x)] + E[diag var(x)].
 DIP_TYPES = ("i", "ii")
@@ -136,35 +136,16 @@ class BetaTCVAEPrior(StandardPrior):
         super().__init__(n_perturbations, n_latent, control_index)
         self.tc_beta = _check_nonnegative("tc_beta", tc_beta)
 
-    @classmethod
-    def from_options(
-        cls,
-        n_perturbations: int,
-        n_latent: int,
-        control_index: int | None,
-        *,
-        tc_beta: float = 6.0,
-        **ignored,
-    ) -> BetaTCVAEPrior:
-        """Build from the model's options; ``tc_beta`` is this prior's own (``prior_kwargs``)."""
-        return cls(n_perturbations, n_latent, control_index, tc_beta=tc_beta)
-
     def hyperparameters(self) -> dict[str, float]:
         """``{"tc_beta": ...}``."""
         return {"tc_beta": self.tc_beta}
 
-    def batch_penalty(
-        self,
-        qz: Normal,
-        z: torch.Tensor,
-        perturbation: torch.Tensor,
-        kl_weight: float,
-        n_obs: int,
-    ) -> torch.Tensor:
+    def batch_penalty(self, batch: Minibatch) -> torch.Tensor:
         """``kl_weight * (tc_beta - 1) * TC``, TC by minibatch-weighted sampling."""
         if self.tc_beta == 1.0:
             return self.is_perturbed.new_zeros(())
-        return kl_weight * (self.tc_beta - 1.0) * minibatch_weighted_tc(qz, z, n_obs)
+        tc = minibatch_weighted_tc(batch.qz, batch.z, batch.n_obs)
+        return batch.kl_weight * (self.tc_beta - 1.0) * tc
 
 
 def dip_covariance(qz: Normal, dip_type: str = "i") -> torch.Tensor:
@@ -228,28 +209,6 @@ class DIPVAEPrior(StandardPrior):
             lambda_d = (10.0 if dip_type == "i" else 1.0) * self.lambda_od
         self.lambda_d = _check_nonnegative("lambda_d", lambda_d)
 
-    @classmethod
-    def from_options(
-        cls,
-        n_perturbations: int,
-        n_latent: int,
-        control_index: int | None,
-        *,
-        lambda_od: float = 10.0,
-        lambda_d: float | None = None,
-        dip_type: str = "i",
-        **ignored,
-    ) -> DIPVAEPrior:
-        """Build from the model's options; the keyword-only ones are ``prior_kwargs``."""
-        return cls(
-            n_perturbations,
-            n_latent,
-            control_index,
-            lambda_od=lambda_od,
-            lambda_d=lambda_d,
-            dip_type=dip_type,
-        )
-
     def hyperparameters(self) -> dict[str, float | str]:
         """``lambda_od``, ``lambda_d`` (resolved) and ``dip_type``."""
         return {"lambda_od": self.lambda_od, "lambda_d": self.lambda_d, "dip_type": self.dip_type}
@@ -263,16 +222,9 @@ class DIPVAEPrior(StandardPrior):
             (diagonal - 1.0).square().sum()
         )
 
-    def batch_penalty(
-        self,
-        qz: Normal,
-        z: torch.Tensor,
-        perturbation: torch.Tensor,
-        kl_weight: float,
-        n_obs: int,
-    ) -> torch.Tensor:
+    def batch_penalty(self, batch: Minibatch) -> torch.Tensor:
         """``kl_weight`` times :meth:`covariance_penalty` of the minibatch."""
-        return kl_weight * self.covariance_penalty(qz)
+        return batch.kl_weight * self.covariance_penalty(batch.qz)
 
 
 def permute_dims(z: torch.Tensor) -> torch.Tensor:
@@ -355,28 +307,6 @@ class FactorVAEPrior(StandardPrior):
         self.last_discriminator_loss: torch.Tensor | None = None
         self.last_discriminator_accuracy: torch.Tensor | None = None
 
-    @classmethod
-    def from_options(
-        cls,
-        n_perturbations: int,
-        n_latent: int,
-        control_index: int | None,
-        *,
-        gamma: float = 30.0,
-        discriminator_hidden: int = 256,
-        discriminator_layers: int = 4,
-        **ignored,
-    ) -> FactorVAEPrior:
-        """Build from the model's options; the keyword-only ones are ``prior_kwargs``."""
-        return cls(
-            n_perturbations,
-            n_latent,
-            control_index,
-            gamma=gamma,
-            discriminator_hidden=discriminator_hidden,
-            discriminator_layers=discriminator_layers,
-        )
-
     def hyperparameters(self) -> dict[str, float]:
         """``gamma`` and D's size."""
         return {
@@ -419,16 +349,9 @@ class FactorVAEPrior(StandardPrior):
             )
         return loss, accuracy
 
-    def batch_penalty(
-        self,
-        qz: Normal,
-        z: torch.Tensor,
-        perturbation: torch.Tensor,
-        kl_weight: float,
-        n_obs: int,
-    ) -> torch.Tensor:
+    def batch_penalty(self, batch: Minibatch) -> torch.Tensor:
         """``kl_weight * gamma * TC`` (trains the encoder) + D's loss (trains D)."""
-        loss, accuracy = self.discriminator_loss(z)
+        loss, accuracy = self.discriminator_loss(batch.z)
         self.last_discriminator_loss = loss.detach()
         self.last_discriminator_accuracy = accuracy
-        return kl_weight * self.gamma * self.total_correlation(z) + loss
+        return batch.kl_weight * self.gamma * self.total_correlation(batch.z) + loss

@@ -34,9 +34,11 @@ singles' shifts: ``sum_t gamma_t * mu_t``.
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -50,6 +52,21 @@ _PROB_EPS = 1e-6
 #: How the KL term's expectation over the masks is computed in training (see MaskedPrior).
 MASK_ESTIMATORS = ("exact", "gumbel")
 _MAX_LOGIT = math.log((1.0 - _PROB_EPS) / _PROB_EPS)
+
+
+class Minibatch(NamedTuple):
+    """What :meth:`PerturbationPrior.batch_penalty` sees of a training step."""
+
+    #: q(z | x) of the minibatch's cells (loc and scale of shape (n, n_latent)).
+    qz: Normal
+    #: Its reparameterised draws, (n, n_latent).
+    z: torch.Tensor
+    #: The cells' perturbation codes, (n, k) (see the module docstring).
+    codes: torch.Tensor
+    #: The KL warm-up factor, for terms that follow it.
+    kl_weight: float
+    #: The number of training cells (minibatch-weighted sampling).
+    n_obs: int
 
 
 class PerturbationPrior(nn.Module, ABC):
@@ -88,14 +105,25 @@ class PerturbationPrior(nn.Module, ABC):
         self.register_buffer("is_perturbed", is_perturbed)
 
     @classmethod
+    def option_names(cls) -> list[str]:
+        """The prior's options: the arguments of its ``__init__`` after ``control_index``."""
+        for klass in cls.__mro__:  # the first __init__ that names its arguments
+            parameters = list(inspect.signature(klass.__init__).parameters.values())
+            if not any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+                return [p.name for p in parameters[4:] if p.kind is not p.VAR_KEYWORD]
+        return []
+
+    @classmethod
     def from_options(
         cls, n_perturbations: int, n_latent: int, control_index: int | None, **options
     ) -> PerturbationPrior:
-        """Build from the model's prior options (``alpha``, ``temperature``, ...).
+        """Build from the model's prior options (``alpha``, ``temperature``, ``prior_kwargs``).
 
-        A prior takes the options it has and ignores the others.
+        A prior takes the options it has (:meth:`option_names`) and ignores the others.
         """
-        return cls(n_perturbations, n_latent, control_index)
+        names = cls.option_names()
+        kept = {key: value for key, value in options.items() if key in names}
+        return cls(n_perturbations, n_latent, control_index, **kept)
 
     # ---- per-cell quantities --------------------------------------------------------------
     def _codes(self, perturbation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,22 +181,13 @@ class PerturbationPrior(nn.Module, ABC):
         """
         return self.is_perturbed.new_zeros(())
 
-    def batch_penalty(
-        self,
-        qz: Normal,
-        z: torch.Tensor,
-        perturbation: torch.Tensor,
-        kl_weight: float,
-        n_obs: int,
-    ) -> torch.Tensor:
+    def batch_penalty(self, batch: Minibatch) -> torch.Tensor:
         """A regulariser computed on the minibatch, added to the per-cell loss as returned.
 
         For methods whose objective is not an ELBO of this prior alone: the published sVAE's
         ``alpha * mean(pi)``, beta-TCVAE's total correlation, DIP-VAE's covariance penalty,
-        FactorVAE's discriminator terms, CLAP's label predictor. ``qz``: q(z | x) of the
-        minibatch; ``z``: its draws, (n, n_latent); ``kl_weight``: the KL warm-up factor, for
-        terms that follow it; ``n_obs``: the number of training cells (minibatch-weighted
-        sampling). Not part of the logged ELBO. 0 by default.
+        FactorVAE's discriminator terms, CLAP's label predictor (see :class:`Minibatch`). Not
+        part of the logged ELBO. 0 by default.
         """
         return self.is_perturbed.new_zeros(())
 

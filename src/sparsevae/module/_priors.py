@@ -6,8 +6,6 @@ of :data:`PRIOR_CLASSES`.
 
 from __future__ import annotations
 
-import inspect
-
 from sparsevae._constants import PRIORS
 
 from ._label_priors import CLAPPrior, DenseVariancePrior
@@ -68,13 +66,8 @@ _MODEL_OPTIONS = {"alpha", "temperature", "logit_init", "estimator"}
 
 
 def prior_options(name: str) -> list[str]:
-    """The options of prior ``name`` that ``prior_kwargs`` may set (its ``from_options``)."""
-    parameters = inspect.signature(PRIOR_CLASSES[name].from_options).parameters.values()
-    return [
-        p.name
-        for p in parameters
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _MODEL_OPTIONS
-    ]
+    """The options of prior ``name`` that ``prior_kwargs`` may set (its ``__init__``'s)."""
+    return [n for n in PRIOR_CLASSES[name].option_names() if n not in _MODEL_OPTIONS]
 
 
 def check_prior_kwargs(name: str, prior_kwargs: dict | None) -> None:
