@@ -231,3 +231,14 @@ def test_frozen_masks_stop_learning_the_graph(adata, freeze_masks_at):
         assert not model.module.prior.masks_frozen
         assert torch.any(logits != 5.0)
         assert np.all(kl_global > 0.0)
+
+
+def test_default_alpha_is_the_priors(adata):
+    """sVAE+: K (the paper); sVAE's published penalty: 1 (tuned by held-out NLL)."""
+    sv.SparseVAE.setup_anndata(adata, perturbation_key="perturbation", control="control")
+    n_perturbed = len(adata.obs["perturbation"].cat.categories) - 1
+    spike = sv.SparseVAE(adata, n_latent=3)
+    l1 = sv.SparseVAE(adata, n_latent=3, prior="l1")
+    assert spike.module.prior.hyperparameters()["alpha"] == n_perturbed
+    assert l1.module.prior.hyperparameters()["alpha"] == 1.0
+    assert sv.SparseVAE(adata, n_latent=3, prior="l1", alpha=7.0).module.prior.alpha == 7.0

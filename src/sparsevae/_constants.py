@@ -46,9 +46,9 @@ PRIORS = _PriorNames()
 #: Method names used by benchmarks and evaluation, mapped to SparseVAE keyword arguments.
 METHODS: dict[str, dict] = {
     "svae+": {"prior": PRIORS.SPIKE_SLAB},
-    # alpha: chosen from {1, 10, 100} by held-out interventional NLL on the tuning simulation
-    # (benchmarks/simulation_tuning.py); the model's own default for "l1" is K.
-    "svae": {"prior": PRIORS.L1, "alpha": 1.0},
+    # alpha: the L1 prior's default 1, chosen from {1, 10, 100} by held-out interventional
+    # NLL on the tuning simulation (benchmarks/simulation_tuning.py)
+    "svae": {"prior": PRIORS.L1},
     "ivae": {"prior": PRIORS.DENSE},
     "ivae-var": {"prior": PRIORS.DENSE_VAR},
     # beta: chosen from the paper's grid {8, 10, 30} the same way

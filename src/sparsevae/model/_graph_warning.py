@@ -66,7 +66,7 @@ def warn_if_graph_is_empty(
         f"(prior={prior.name!r}), so the graph says little about them. To see which edges "
         "hold across seeds and sparsity levels, run sv.tl.edge_stability(adata, "
         "perturbation_key=..., alphas=[...]); or train with a smaller alpha "
-        "(SparseVAE(adata, alpha=...); the default is the number of perturbations).",
+        "(SparseVAE(adata, alpha=...)).",
         EmptyGraphWarning,
         stacklevel=stacklevel,
     )

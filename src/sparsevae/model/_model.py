@@ -101,7 +101,9 @@ class SparseVAE(
         Weight of the KL divergence of z.
     alpha
         Sparsity: the Beta(1, alpha) parameter of ``"spike_slab"`` (default: the number of
-        perturbations K, the paper's recommendation) or the L1 weight of ``"l1"`` (default: K).
+        perturbations K, the paper's recommendation) or the weight of ``"l1"``'s published
+        penalty ``alpha * mean(pi)`` (default: 1, chosen by held-out NLL on a tuning
+        simulation, ``benchmarks/simulation_tuning.py``).
     temperature
         Gumbel-sigmoid temperature of the masks (``mask_estimator="gumbel"`` only).
     prior_kwargs
@@ -168,7 +170,8 @@ class SparseVAE(
         if beta <= 0:
             raise ValueError(f"beta must be positive, got {beta}.")
         n_perturbed = len(self.perturbation_names)
-        resolved_alpha = float(n_perturbed if alpha is None else alpha)
+        default_alpha = PRIOR_CLASSES[prior].default_alpha(n_perturbed)
+        resolved_alpha = float(default_alpha if alpha is None else alpha)
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
             n_perturbations=len(self._categories),

@@ -105,6 +105,11 @@ class PerturbationPrior(nn.Module, ABC):
         self.register_buffer("is_perturbed", is_perturbed)
 
     @classmethod
+    def default_alpha(cls, n_perturbed: int) -> float:
+        """``alpha`` when the user leaves it unset (priors without one ignore it): K."""
+        return float(n_perturbed)
+
+    @classmethod
     def option_names(cls) -> list[str]:
         """The prior's options: the arguments of its ``__init__`` after ``control_index``."""
         for klass in cls.__mro__:  # the first __init__ that names its arguments
