@@ -56,7 +56,13 @@ CALLED = {
     },
     "evaluate": {
         "BASELINES",
+        "DEFAULT_METHODS",
         "EFFECT_METRICS",
+        "METHODS",
+        "POSTHOC_READOUTS",
+        "latent_mean_shifts",
+        "posthoc_sparse_rotation",
+        "shift_targets",
         "HeldoutSplit",
         "baseline_predictions",
         "effect_correlations",
@@ -331,7 +337,17 @@ def test_evaluate_with_required_arguments_only(default_report):
     assert "P3" in transferred.perturbation_names and nll.shape == (10,) and (nll > 0).all()
     identifiability = sv.evaluate.identifiability_report(adata)
     assert len(identifiability) == 5
+    assert list(identifiability["method"]) == list(sv.evaluate.DEFAULT_METHODS)
+    assert set(sv.evaluate.DEFAULT_METHODS) < set(sv.evaluate.METHODS)
     assert identifiability["mcc_pearson"].between(0, 1).all()
+    z = model.get_latent_representation()
+    labels = model.adata.obs["perturbation"].astype(str).to_numpy()
+    shifts = sv.evaluate.latent_mean_shifts(z, labels)
+    assert shifts.shape == (len(set(labels)), 3)  # no control given: every label is a row
+    rotated, rotated_shifts = sv.evaluate.posthoc_sparse_rotation(z, labels)
+    assert rotated.shape == z.shape and rotated_shifts.shape == shifts.shape
+    for readout in sv.evaluate.POSTHOC_READOUTS:
+        assert sv.evaluate.shift_targets(rotated_shifts, readout).to_numpy().any(axis=1).all()
 
 
 def test_cli_subcommands_with_required_arguments_only(tmp_path, monkeypatch, capsys):
