@@ -4,6 +4,7 @@ import os
 
 import pytest
 import scvi
+import torch
 from hypothesis import settings as hypothesis_settings
 
 import sparsevae as sv
@@ -49,3 +50,19 @@ def trained():
     model = sv.SparseVAE(data, n_latent=4, n_hidden=16)
     model.train(max_epochs=3, check_val_every_n_epoch=1, **QUIET)
     return model, data
+
+
+def assert_transfer_kept_old_parameters(model, before: dict, after: dict) -> int:
+    """Transfer left the source model and every old row of the new one bitwise unchanged.
+
+    ``before``: the source's state dict before transfer; ``after``: the new model's. Returns
+    the number of old categories (the new rows start there).
+    """
+    n_old = len(model._categories)
+    for key, value in before.items():
+        assert torch.equal(model.module.state_dict()[key], value), key  # source untouched
+        if after[key].shape == value.shape:
+            assert torch.equal(after[key], value), key
+        else:
+            assert torch.equal(after[key][:n_old], value), key
+    return n_old

@@ -18,7 +18,7 @@ import sparsevae as sv
 from sparsevae.cli import main
 from sparsevae.evaluate._splits import EVALUATION, EXCLUDED, TRAIN, TRANSFER
 
-from .conftest import QUIET, small_simulation
+from .conftest import QUIET, assert_transfer_kept_old_parameters, small_simulation
 
 HELDOUT = ["P4", "P5"]
 
@@ -98,13 +98,7 @@ def test_transfer_changes_only_the_new_perturbations(fitted, sparse):
     new = model.transfer(heldout.copy(), sparse=sparse, max_epochs=3, **QUIET)
     assert new.perturbation_names == model.perturbation_names + HELDOUT
     after = new.module.state_dict()
-    n_old = len(model._categories)
-    for key, value in before.items():
-        assert torch.equal(model.module.state_dict()[key], value), key  # source untouched
-        if after[key].shape == value.shape:
-            assert torch.equal(after[key], value), key
-        else:
-            assert torch.equal(after[key][:n_old], value), key
+    n_old = assert_transfer_kept_old_parameters(model, before, after)
     mu = after["prior.mu"][n_old:]
     assert torch.all(mu.abs().sum(dim=1) > 0)  # the new shifts were learned
     pi = new.get_mask_probabilities().loc[HELDOUT]

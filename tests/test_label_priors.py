@@ -25,7 +25,7 @@ from sparsevae.module import (
 from sparsevae.module._label_priors import MAX_ABS_LOG_VARIANCE
 from sparsevae.module._prior_base import Minibatch
 
-from .conftest import QUIET, small_simulation
+from .conftest import QUIET, assert_transfer_kept_old_parameters, small_simulation
 
 NAMES = ["dense_var", "clap"]
 HELDOUT = ["P4", "P5"]
@@ -452,13 +452,7 @@ def test_transfer_learns_the_new_variances_and_leaves_everything_else(
     assert new.perturbation_names == model.perturbation_names + HELDOUT
     assert new.module.prior.hyperparameters() == model.module.prior.hyperparameters()
     after = new.module.state_dict()
-    n_old = len(model._categories)
-    for key, value in before.items():
-        assert torch.equal(model.module.state_dict()[key], value), key  # source untouched
-        if after[key].shape == value.shape:
-            assert torch.equal(after[key], value), key
-        else:
-            assert torch.equal(after[key][:n_old], value), key
+    n_old = assert_transfer_kept_old_parameters(model, before, after)
     assert torch.equal(at_start["log_var"][n_old:], torch.zeros(2, at_start["log_var"].shape[1]))
     assert (after["prior.log_var"][n_old:] != 0).any(dim=1).all()  # trained from 0
     assert torch.all(after["prior.mu"][n_old:].abs().sum(dim=1) > 0)
