@@ -19,6 +19,7 @@ from sparsevae._validation import validate_setup
 from sparsevae.module import SparseShiftVAE
 from sparsevae.module._priors import PRIOR_CLASSES, check_prior_kwargs
 
+from . import _batch_norm
 from ._combinations import PerturbationSetField, validate_combinations
 from ._fields import PerturbationField
 from ._guards import NonFiniteLossError
@@ -286,6 +287,7 @@ class SparseVAE(
         n_epochs_kl_warmup: int | None = 50,
         freeze_masks_at: float | None = 0.8,
         rotate_latents: bool | None = None,
+        recalibrate_batch_norm: bool = True,
         plan_kwargs: dict | None = None,
         **kwargs,
     ):
@@ -325,6 +327,13 @@ class SparseVAE(
             published training; ``True`` turns it on). The ``"dense"`` and ``"standard"``
             priors prefer no orientation, so ``True`` is an error for them. See
             :mod:`sparsevae.module._rotation`.
+        recalibrate_batch_norm
+            After training, recompute the batch-norm layers' running statistics with the final
+            weights in one pass over the training cells (no gradients; parameters unchanged).
+            Eval mode, which every getter and the interventional NLL use, otherwise normalises
+            with a moving average of statistics of earlier weights. See
+            :mod:`sparsevae.model._batch_norm`; ``benchmarks/batch_norm.py`` measures the
+            difference.
         plan_kwargs
             Further keyword arguments of :class:`SparseVAETrainingPlan`.
         **kwargs
@@ -371,6 +380,8 @@ class SparseVAE(
         except NonFiniteLossError:
             self.module.eval()  # the plan restored the last good parameters; keep them usable
             raise
+        if recalibrate_batch_norm:
+            _batch_norm.recalibrate_batch_norm(self, batch_size)
         from ._graph_warning import warn_if_graph_is_empty
 
         warn_if_graph_is_empty(self)  # most perturbations without a target: say so

@@ -125,6 +125,7 @@ class TransferMixin:
                     lr_prior=lr_prior,
                     n_epochs_kl_warmup=None,
                     train_size=1.0,
+                    recalibrate_batch_norm=False,  # frozen networks keep their statistics
                     plan_kwargs={"transfer_rows": rows},
                     **train_kwargs,
                 )
