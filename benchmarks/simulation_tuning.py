@@ -8,7 +8,8 @@ choice. ``benchmarks/simulation.py`` reads the chosen values from
 ``results/simulation_tuning.csv``.
 
 Grids: sVAE alpha in {1, 10, 100} (the published penalty alpha * mean(pi) per minibatch; the
-package default is K = 80 training perturbations); beta-VAE beta in {8, 10, 30} (the paper's grid).
+package's default for sVAE, ``L1Prior.default_alpha`` = 1, is this script's choice); beta-VAE
+beta in {8, 10, 30} (the paper's grid).
 
 Usage::
 
