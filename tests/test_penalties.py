@@ -86,7 +86,9 @@ def test_beta_tcvae_penalty_sees_correlation_and_has_gradients():
     tc_independent = prior.batch_penalty(
         Minibatch(independent, independent.sample(), CODES, 1.0, 256)
     )
-    assert tc_correlated.item() > tc_independent.item() + 2.0
+    # 2.06 apart with this draw (2.1-2.7 with other seeds): a margin of 1 does not hang on
+    # the draw's last digits, which differ between CPUs.
+    assert tc_correlated.item() > tc_independent.item() + 1.0
     loc = torch.randn(8, 3, requires_grad=True)
     qz = Normal(loc, torch.ones(8, 3))
     prior.batch_penalty(Minibatch(qz, qz.rsample(), CODES, 1.0, 50)).backward()

@@ -68,8 +68,13 @@ def test_the_opt_in_loads_a_file_with_an_extra_type(tmp_path):
         sv.SparseVAE.load(folder)
     model = sv.SparseVAE.load(folder, trust_file=True)
     assert model.extra_ == datetime.date(2026, 12, 1)
+    # Latents recorded on another machine: test_saved_model.py's tolerance, which holds across
+    # CPUs (the encoder's float32 sums differ by ~2e-7 between instruction sets).
     np.testing.assert_allclose(
-        model.get_latent_representation(), np.load(FIXTURE / "expected_latent.npy"), atol=1e-6
+        model.get_latent_representation(),
+        np.load(FIXTURE / "expected_latent.npy"),
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 
