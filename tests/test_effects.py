@@ -129,6 +129,7 @@ def test_score_predictions_bootstraps_the_same_cells_for_every_predictor():
     assert (
         scores.loc["good", "pearson_all_genes_low"] > scores.loc["noise", "pearson_all_genes_high"]
     )
+    # the same random_state, run twice on this machine: equal (determinism, not portability)
     again = sv.evaluate.score_predictions(predictions, cells, control_mean, random_state=3)
     pd.testing.assert_frame_equal(scores, again)
     no_intervals = sv.evaluate.score_predictions(predictions, cells, control_mean, n_boot=0)

@@ -188,6 +188,9 @@ def test_iwelbo_grows_with_particles_and_chunks_agree(fitted):
 
 
 def test_interventional_nll_is_reproducible_with_the_seed(fitted):
+    """The same seed draws the same particles: bitwise equal NLLs. A determinism check on one
+    machine, not a portability one: another CPU or thread count may give other digits.
+    """
     model, _ = fitted
     scvi.settings.seed = 5
     first = model.get_interventional_nll(n_particles=20)

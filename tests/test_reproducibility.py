@@ -1,4 +1,10 @@
-"""Same seed on CPU -> identical latents, mask probabilities, training history and report rows."""
+"""Same seed on CPU -> identical latents, mask probabilities, training history and report rows.
+
+These tests check determinism: the same machine, settings and thread count, run twice, give
+the same bits. They do not check portability: on another CPU, instruction set
+(``ATEN_CPU_CAPABILITY``) or number of threads the digits may differ (docs/robustness.md);
+tests that compare with numbers recorded elsewhere use a tolerance instead.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,9 @@ def _fit(seed: int):
 
 
 def test_same_seed_gives_identical_model_outputs():
+    """Two fits with one seed are bitwise equal. A determinism check on one machine, not a
+    portability one: another CPU or thread count may give other digits.
+    """
     first, again, other = _fit(0), _fit(0), _fit(1)
     np.testing.assert_array_equal(
         first.get_latent_representation(), again.get_latent_representation()
@@ -38,6 +47,10 @@ def test_same_seed_gives_identical_model_outputs():
 
 
 def test_same_seed_gives_identical_report_rows():
+    """Two reports with one seed are equal. A determinism check on one machine, not a
+    portability one: another CPU or thread count may give other digits.
+    """
+
     def report():
         return sv.evaluate.interventional_nll_report(
             small_simulation(),

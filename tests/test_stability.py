@@ -246,6 +246,10 @@ def test_plot_reads_the_table(stability, tmp_path):
 
 @pytest.mark.slow
 def test_parallel_runs_give_the_same_table():
+    """Worker processes give the table of the runs in this process, bitwise. A determinism
+    check on one machine (one thread each side), not a portability one: another CPU may give
+    other digits.
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the workers' setting: identical arithmetic
     try:
