@@ -18,6 +18,47 @@ hypothesis_settings.register_profile("explore", derandomize=False)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="run every test with this many torch threads and fail a test that changes the "
+        "count (CI's portability stage: 1, with ATEN_CPU_CAPABILITY=default)",
+    )
+
+
+def pytest_configure(config):
+    threads = config.getoption("--torch-threads")
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def pytest_report_header(config):
+    return (
+        f"torch {torch.__version__}: CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"{torch.get_num_threads()} thread(s)"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads(request):
+    """With ``--torch-threads N``: N threads in every test, checked after it (scanpy's numba
+    code, for one, resets OpenMP's count unless ``NUMBA_NUM_THREADS`` is set).
+    """
+    threads = request.config.getoption("--torch-threads")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    yield
+    if threads is not None:
+        now = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        assert now == threads, (
+            f"torch had {now} threads at the end of this test, not the {threads} of "
+            "--torch-threads: something reset the count (set NUMBA_NUM_THREADS too)"
+        )
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _quiet():
     silence_lightning()
