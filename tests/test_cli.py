@@ -109,6 +109,24 @@ def test_fit_alphas_need_seeds(tmp_path, capsys):
     assert "--alphas needs --seeds" in capsys.readouterr().err
 
 
+def test_fit_with_one_alpha_and_the_paper_objective(tmp_path, capsys):
+    data = small_simulation()
+    path = tmp_path / "screen.h5ad"
+    data.write_h5ad(path)
+    args = ["fit", str(path), "--perturbation-key", "perturbation", "--control", "control"]
+    out = tmp_path / "fit"
+    extra = ["--alpha", "3", "--sparsity", "paper", "--max-epochs", "2", "--out", str(out)]
+    assert main([*args, *extra]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["alpha"] == 3.0 and summary["sparsity"] == "paper"
+    model = sv.SparseVAE.load(str(out / "model"), adata=data)
+    assert model.module.prior.sparsity == "paper" and model.module.prior.alpha == 3.0
+    # the paper objective belongs to spike_slab: another prior is refused, by name
+    bad = ["--prior", "dense", "--sparsity", "paper", "--max-epochs", "2", "--out", str(out)]
+    assert main([*args, *bad]) == 2
+    assert "sparsity='paper' is an option of prior='spike_slab'" in capsys.readouterr().err
+
+
 def test_fit_with_another_prior_and_its_options(tmp_path):
     data = small_simulation()
     path = tmp_path / "screen.h5ad"

@@ -37,8 +37,8 @@ def test_gumbel_sigmoid_is_hard_forward_soft_backward():
     assert high.mean().item() > 0.97
 
 
-def test_spike_slab_penalty_is_the_beta_log_density():
-    prior = SpikeSlabPrior(3, 2, control_index=0, alpha=7.0)
+def test_spike_slab_paper_penalty_is_the_beta_log_density():
+    prior = SpikeSlabPrior(3, 2, control_index=0, alpha=7.0, sparsity="paper")
     with torch.no_grad():
         prior.logits.copy_(torch.tensor([[0.0, 0.0], [-1.0, 2.0], [0.5, -3.0]]))
     pi = torch.sigmoid(prior.logits).detach().numpy()[1:]  # control row excluded
@@ -60,7 +60,13 @@ def test_penalty_is_finite_at_saturated_probabilities(extreme):
 
 
 def test_alpha_one_gives_no_sparsity_gradient():
+    """Paper objective: Beta(1, 1) is flat. Calibrated: Bernoulli(0.5), no pull at pi = 0.5."""
+    prior = SpikeSlabPrior(4, 3, alpha=1.0, sparsity="paper")
+    prior.penalty().backward()
+    assert torch.count_nonzero(prior.logits.grad) == 0
     prior = SpikeSlabPrior(4, 3, alpha=1.0)
+    with torch.no_grad():
+        prior.logits.zero_()
     prior.penalty().backward()
     assert torch.count_nonzero(prior.logits.grad) == 0
 

@@ -9,7 +9,12 @@ import torch
 from scipy.stats import ortho_group
 
 import sparsevae as sv
-from sparsevae.module._rotation import latent_shift_sums, mean_shifts, sparse_rotation
+from sparsevae.module._rotation import (
+    latent_shift_sums,
+    mean_shifts,
+    sparse_rotation,
+    sparsest_origin,
+)
 
 from .conftest import QUIET, small_simulation
 from .test_combinations import _with_pairs
@@ -84,6 +89,33 @@ def test_rotating_the_latents_leaves_the_fit_unchanged():
     assert torch.equal(prior.mu[rows], shifts[rows])
     assert torch.allclose(prior.mu[~rows], old_mu[~rows] @ rotation, atol=1e-6)
     assert torch.all(prior.logits == 0.0)  # undecided: pi = 0.5
+
+
+def test_moving_the_origin_too_leaves_the_fit_unchanged():
+    model, data = _model()
+    module = model.module.eval()
+    tensors = next(iter(model._make_data_loader(adata=data, batch_size=data.n_obs)))
+    x = tensors["X"]
+    with torch.no_grad():
+        z = module.z_encoder(torch.log1p(x))[0].loc
+        log_scale = module.decode(z, None)
+    rotation = torch.as_tensor(ortho_group.rvs(4, random_state=1), dtype=torch.float32)
+    offset = torch.tensor([0.5, -1.0, 2.0, 0.0])
+    n_perturbations = module.prior.n_perturbations
+    rows = torch.zeros(n_perturbations, dtype=torch.bool)
+    old_mu = module.prior.mu.detach().clone()
+    module.rotate_latents(rotation, torch.zeros(n_perturbations, 4), rows, offset)
+    with torch.no_grad():
+        z_moved = module.z_encoder(torch.log1p(x))[0].loc
+        assert torch.allclose(z_moved, z @ rotation - offset, atol=1e-5)
+        assert torch.allclose(module.decode(z_moved, None), log_scale, atol=1e-4)
+    assert torch.allclose(module.prior.mu, old_mu @ rotation - offset, atol=1e-5)
+
+
+def test_sparsest_origin_is_the_median_shift():
+    shifts = torch.as_tensor(_sparse_shifts(41, 5, seed=3)) + torch.tensor([0.3, 0, -2, 0, 1])
+    origin = sparsest_origin(shifts)
+    assert torch.allclose(origin, torch.tensor([0.3, 0, -2, 0, 1], dtype=origin.dtype))
 
 
 def test_latent_shifts_are_perturbation_means_minus_control():

@@ -127,7 +127,14 @@ def _fit(args: argparse.Namespace) -> int:
     import sparsevae as sv
 
     if args.alphas is not None and args.seeds is None:
-        raise ValueError("--alphas needs --seeds (the runs at each alpha), e.g. --seeds 0 1 2 3 4.")
+        raise ValueError(
+            "--alphas needs --seeds (the runs at each alpha), e.g. --seeds 0 1 2 3 4; for one "
+            "fit at one sparsity use --alpha."
+        )
+    if args.alpha is not None and args.alphas is not None:
+        raise ValueError(
+            "Give --alpha (one sparsity) or --alphas (several, with --seeds), not both."
+        )
     if args.seeds is not None and args.strategy is not None:
         raise ValueError(
             "--seeds trains one model per seed and alpha in this process; it cannot be "
@@ -154,7 +161,12 @@ def _fit(args: argparse.Namespace) -> int:
             adata, perturbation_key=args.perturbation_key, control=args.control, **setup
         )
         model = sv.SparseVAE(
-            adata, n_latent=args.n_latent, prior=args.prior, prior_kwargs=args.prior_kwargs
+            adata,
+            n_latent=args.n_latent,
+            prior=args.prior,
+            alpha=args.alpha,
+            sparsity=args.sparsity,
+            prior_kwargs=args.prior_kwargs,
         )
         model.train(**train)
     else:  # the reference run (first seed, first alpha) is the model written below
@@ -163,9 +175,10 @@ def _fit(args: argparse.Namespace) -> int:
             args.perturbation_key,
             args.control,
             seeds=args.seeds,
-            alphas=args.alphas,
+            alphas=args.alphas if args.alpha is None else [args.alpha],
             n_latent=args.n_latent,
             prior=args.prior,
+            sparsity=args.sparsity,
             prior_kwargs=args.prior_kwargs,
             enable_progress_bar=True,
             **setup,
@@ -185,6 +198,7 @@ def _fit(args: argparse.Namespace) -> int:
         "n_genes": adata.n_vars,
         "n_perturbations": len(model.perturbation_names),
         "n_latent": args.n_latent,
+        **{k: v for k, v in model.module.prior.hyperparameters().items()},
         "processes": model.trainer.world_size,
         "edges": int(targets.to_numpy().sum()),
         "mean_targets_per_perturbation": float(targets.sum(axis=1).mean()),
@@ -302,6 +316,7 @@ def _report(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The ``sparsevae`` argument parser."""
     from sparsevae._constants import DEFAULT_METHODS, METHODS, PRIORS
+    from sparsevae.module._masked_priors import SPARSITY_OBJECTIVES
     from sparsevae.module._priors import PRIOR_CLASSES  # the registry: --prior's choices
 
     parser = argparse.ArgumentParser(
@@ -332,6 +347,20 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--batch-key", default=None)
     fit.add_argument("--n-latent", type=int, default=15)
     fit.add_argument("--prior", default=PRIORS.SPIKE_SLAB, choices=sorted(PRIOR_CLASSES))
+    fit.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="sparsity: Beta(1, alpha) of spike_slab (default: the number of perturbations K) "
+        "or the L1 weight of l1 (default 1)",
+    )
+    fit.add_argument(
+        "--sparsity",
+        default="calibrated",
+        choices=list(SPARSITY_OBJECTIVES),
+        help="how spike_slab charges an edge: calibrated (an edge needs about log(alpha) nats "
+        "of evidence) or paper (the published objective: about 2(alpha - 1) nats)",
+    )
     fit.add_argument(
         "--prior-kwargs",
         type=_prior_kwargs,

@@ -51,45 +51,74 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return probs / probs.sum(axis=1, keepdims=True)
 
 
-def _logit_sd(z: np.ndarray, weights: list[np.ndarray], negative_slope: float, rows: int) -> float:
+def _logit_sd(z: np.ndarray, logits_of, rows: int) -> float:
     """Standard deviation of all logits, computed ``rows`` cells at a time (float64 sums)."""
     total = total_sq = 0.0
+    n = 0
     for start in range(0, z.shape[0], rows):
-        logits = _logits(z[start : start + rows], weights, negative_slope)
+        logits = logits_of(z[start : start + rows])
         total += logits.sum()
         total_sq += np.square(logits).sum()
-    n = z.shape[0] * weights[-1].shape[1]
+        n += logits.size
     return float(np.sqrt(max(total_sq / n - (total / n) ** 2, 0.0)))
+
+
+def _programme_logits(z: np.ndarray, baseline: np.ndarray, loadings: np.ndarray) -> np.ndarray:
+    """Gene-programme decoder: log expression = gene baseline + sum of latent × loading."""
+    return baseline + z @ loadings
+
+
+def _gene_programmes(
+    rng: np.random.Generator, n_latent: int, n_genes: int, programme_size: int, loading: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Baseline log expression per gene and each latent's programme of loadings.
+
+    Baselines ~ N(0, 1.5) (expression spanning about three orders of magnitude, as in
+    single-cell data); each latent loads on ``programme_size`` genes drawn at random
+    (programmes may overlap), with loadings of random sign and magnitude ~ loading ×
+    LogNormal(0, 0.5).
+    """
+    baseline = rng.normal(0.0, 1.5, size=n_genes)
+    loadings = np.zeros((n_latent, n_genes))
+    for i in range(n_latent):
+        genes = rng.choice(n_genes, size=programme_size, replace=False)
+        magnitude = loading * np.exp(0.5 * rng.normal(size=programme_size))
+        loadings[i, genes] = rng.choice([-1.0, 1.0], size=programme_size) * magnitude
+    return baseline, loadings
 
 
 def _sample_counts(
     rng: np.random.Generator,
     z: np.ndarray,
-    weights: list[np.ndarray],
-    negative_slope: float,
+    logits_of,
+    n_genes: int,
     library: np.ndarray,
+    inverse_dispersion: float | None = None,
+    standardise: bool = True,
 ) -> sparse.csr_matrix:
-    """Poisson counts of every cell as CSR: logits standardised over all cells, softmax over genes.
+    """Counts of every cell as CSR: softmax over genes of ``logits_of(z)`` times the library.
 
-    Cells are processed in chunks of about ``_CHUNK_VALUES`` values; data that fit in one chunk
-    are simulated in a single pass (the exact numbers earlier releases produced).
+    ``standardise``: logits divided by their standard deviation over all cells (the paper's
+    MLP decoder). Poisson counts, or negative binomial ones (a Gamma-Poisson mixture with
+    ``inverse_dispersion`` theta, variance ``mean + mean^2 / theta``). Cells are processed in
+    chunks of about ``_CHUNK_VALUES`` values; data that fit in one chunk are simulated in a
+    single pass (the exact numbers earlier releases produced).
     """
-    n_cells, n_genes = z.shape[0], weights[-1].shape[1]
+    n_cells = z.shape[0]
     rows = max(1, _CHUNK_VALUES // n_genes)
+    logits, scale = None, 1.0
     if n_cells <= rows:
-        logits = _logits(z, weights, negative_slope)
-        scale = logits.std()
-    else:
-        logits, scale = None, _logit_sd(z, weights, negative_slope, rows)
+        logits = logits_of(z)
+        scale = logits.std() if standardise else 1.0
+    elif standardise:
+        scale = _logit_sd(z, logits_of, rows)
     blocks = []
     for start in range(0, n_cells, rows):
-        block = (
-            logits
-            if logits is not None
-            else _logits(z[start : start + rows], weights, negative_slope)
-        )
-        probs = _softmax(block / scale)
-        counts = rng.poisson(library[start : start + rows] * probs).astype(np.float32)
+        block = logits if logits is not None else logits_of(z[start : start + rows])
+        mean = library[start : start + rows] * _softmax(block / scale)
+        if inverse_dispersion is not None:
+            mean = rng.gamma(inverse_dispersion, mean / inverse_dispersion)
+        counts = rng.poisson(mean).astype(np.float32)
         # A cell needs at least one count (its log library size is used by the model).
         empty = counts.sum(axis=1) == 0
         counts[empty, rng.integers(n_genes, size=int(empty.sum()))] = 1.0
@@ -112,14 +141,28 @@ def simulate_sparse_shift(
     n_control_cells: int | None = None,
     decoder_width: int = 40,
     negative_slope: float = 0.2,
+    shift_distribution: str = "normal",
+    noise: str = "poisson",
+    inverse_dispersion: float = 5.0,
+    decoder: str = "mlp",
+    programme_size: int | None = None,
+    programme_loading: float = 0.4,
 ) -> AnnData:
     """Simulate a perturbation screen where each perturbation shifts a few latent variables.
 
-    Follows Lopez et al. (2023): perturbation ``a`` targets between ``n_targets[0]`` and
-    ``n_targets[1]`` distinct latents (drawn without replacement) and shifts each by a random
-    sign × Normal(``shift_mean``, ``shift_sd``); ``z ~ N(shift_a, I)``; a random 3-layer
-    leaky-ReLU MLP with orthogonal weights maps ``z`` to gene logits; softmax over genes;
-    counts ~ Poisson(library × probabilities). Control cells have no shift.
+    By default follows Lopez et al. (2023): perturbation ``a`` targets between
+    ``n_targets[0]`` and ``n_targets[1]`` distinct latents (drawn without replacement) and
+    shifts each by a random sign × Normal(``shift_mean``, ``shift_sd``); ``z ~ N(shift_a,
+    I)``; a random 3-layer leaky-ReLU MLP with orthogonal weights maps ``z`` to gene logits;
+    softmax over genes; counts ~ Poisson(library × probabilities). Control cells have no
+    shift.
+
+    Options reach screens that look like real ones (see :data:`sparsevae.data.REGIMES` for
+    named settings): heavy-tailed effect sizes (``shift_distribution="lognormal"``), a
+    gene-programme decoder (``decoder="programmes"``), negative-binomial counts
+    (``noise="negative_binomial"``), a realistic depth and its spread (``library_size``,
+    ``library_log_sd``) and control cells (``n_control_cells``). The defaults reproduce the
+    data of earlier releases exactly.
 
     Parameters
     ----------
@@ -145,7 +188,25 @@ def simulate_sparse_shift(
         Number of unperturbed cells labelled ``"control"`` (default: as many as one
         perturbation has; 0 for none).
     decoder_width, negative_slope
-        Width and leaky-ReLU slope of the random decoder.
+        Width and leaky-ReLU slope of the random MLP decoder (``decoder="mlp"``).
+    shift_distribution
+        ``"normal"``: |shift| ~ Normal(shift_mean, shift_sd) (the paper). ``"lognormal"``:
+        |shift| = shift_mean × exp(shift_sd × Normal(0, 1)), heavy-tailed with median
+        ``shift_mean`` (in SD of the latent: 1-2 is a typical real effect).
+    noise
+        ``"poisson"`` (the paper) or ``"negative_binomial"`` (Gamma-Poisson with
+        ``inverse_dispersion``: variance mean + mean^2 / theta).
+    inverse_dispersion
+        Theta of the negative binomial (one value for every gene; ``noise`` above).
+    decoder
+        ``"mlp"`` (the paper: a random MLP, logits standardised) or ``"programmes"``: log
+        expression = a gene baseline ~ N(0, 1.5) + sum over latents of z × its loadings on a
+        programme of ``programme_size`` random genes (loadings of random sign, magnitude
+        ``programme_loading`` × LogNormal(0, 0.5)), so one latent moves a gene module.
+    programme_size
+        Genes per programme (default: ``max(5, n_genes // (2 * n_latent))``).
+    programme_loading
+        Median |loading|: the change of a programme gene's log expression per SD of its latent.
 
     Returns
     -------
@@ -166,7 +227,20 @@ def simulate_sparse_shift(
         raise ValueError(
             f"n_targets={n_targets} must satisfy 1 <= low <= high <= n_latent ({n_latent})."
         )
-    if n_genes < decoder_width or n_latent > decoder_width:
+    for name, value, allowed in (
+        ("shift_distribution", shift_distribution, ("normal", "lognormal")),
+        ("noise", noise, ("poisson", "negative_binomial")),
+        ("decoder", decoder, ("mlp", "programmes")),
+    ):
+        if value not in allowed:
+            raise ValueError(f"{name}={value!r} is unknown; choose one of {allowed}.")
+    if noise == "negative_binomial" and not inverse_dispersion > 0:
+        raise ValueError(f"inverse_dispersion must be positive, got {inverse_dispersion}.")
+    if programme_size is None:
+        programme_size = max(5, n_genes // (2 * n_latent))
+    if decoder == "programmes" and not 1 <= programme_size <= n_genes:
+        raise ValueError(f"programme_size must be in [1, n_genes={n_genes}], got {programme_size}.")
+    if decoder == "mlp" and (n_genes < decoder_width or n_latent > decoder_width):
         raise ValueError(
             f"Need n_latent <= decoder_width <= n_genes for an injective decoder; got "
             f"n_latent={n_latent}, decoder_width={decoder_width}, n_genes={n_genes}."
@@ -181,7 +255,11 @@ def simulate_sparse_shift(
         chosen = rng.choice(n_latent, size=rng.integers(low, high + 1), replace=False)
         targets[a, chosen] = 1.0
     signs = rng.choice([-1.0, 1.0], size=targets.shape)
-    shift = targets * signs * rng.normal(shift_mean, shift_sd, size=targets.shape)
+    if shift_distribution == "normal":
+        magnitude = rng.normal(shift_mean, shift_sd, size=targets.shape)
+    else:
+        magnitude = shift_mean * np.exp(shift_sd * rng.normal(size=targets.shape))
+    shift = targets * signs * magnitude
 
     width = len(str(n_perturbations - 1))
     names = [f"P{a:0{width}d}" for a in range(n_perturbations)]
@@ -192,9 +270,21 @@ def simulate_sparse_shift(
         means = np.concatenate([np.zeros((n_control_cells, n_latent)), means])
     z = means + rng.normal(size=means.shape)
 
-    weights = _random_decoder(rng, n_latent, n_genes, decoder_width, negative_slope)
+    if decoder == "mlp":
+        weights = _random_decoder(rng, n_latent, n_genes, decoder_width, negative_slope)
+    else:
+        baseline, loadings = _gene_programmes(
+            rng, n_latent, n_genes, programme_size, programme_loading
+        )
     library = library_size * np.exp(library_log_sd * rng.normal(size=(z.shape[0], 1)))
-    counts = _sample_counts(rng, z, weights, negative_slope, library)
+    if decoder == "mlp":
+        logits_of = lambda block: _logits(block, weights, negative_slope)  # noqa: E731
+    else:
+        logits_of = lambda block: _programme_logits(block, baseline, loadings)  # noqa: E731
+    theta = inverse_dispersion if noise == "negative_binomial" else None
+    counts = _sample_counts(
+        rng, z, logits_of, n_genes, library, theta, standardise=decoder == "mlp"
+    )
 
     categories = ([CONTROL_LABEL] if n_control_cells > 0 else []) + names
     obs = pd.DataFrame(
@@ -221,5 +311,11 @@ def simulate_sparse_shift(
         "library_size": library_size,
         "library_log_sd": library_log_sd,
         "n_control_cells": n_control_cells,
+        "shift_distribution": shift_distribution,
+        "noise": noise,
+        "inverse_dispersion": inverse_dispersion,
+        "decoder": decoder,
+        "programme_size": programme_size,
+        "programme_loading": programme_loading,
     }
     return adata

@@ -17,6 +17,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 from sparsevae._constants import PRIORS, REGISTRY_KEYS
 from sparsevae._validation import validate_setup
 from sparsevae.module import SparseShiftVAE
+from sparsevae.module._masked_priors import SPARSITY_OBJECTIVES
 from sparsevae.module._priors import PRIOR_CLASSES, check_prior_kwargs
 
 from . import _batch_norm
@@ -105,6 +106,13 @@ class SparseVAE(
         perturbations K, the paper's recommendation) or the weight of ``"l1"``'s published
         penalty ``alpha * mean(pi)`` (default: 1, chosen by held-out NLL on a tuning
         simulation, ``benchmarks/simulation_tuning.py``).
+    sparsity
+        How ``"spike_slab"`` charges an edge (see :class:`~sparsevae.module.SpikeSlabPrior`):
+        ``"calibrated"`` (default), the variational spike-and-slab, whose KL to the
+        Beta-Bernoulli marginal keeps an edge when the data favour it by more than
+        ``log(alpha)`` nats (about ``log K``); ``"paper"``, the published practical objective
+        ``-log Beta(pi; 1, alpha)``, whose bar of about ``2 (alpha - 1)`` nats grows with the
+        number of perturbations and empties the graph of large screens. Other priors ignore it.
     temperature
         Gumbel-sigmoid temperature of the masks (``mask_estimator="gumbel"`` only).
     prior_kwargs
@@ -159,6 +167,7 @@ class SparseVAE(
         use_batch_norm: Literal["encoder", "decoder", "none", "both"] = "both",
         mask_estimator: Literal["exact", "gumbel"] = "exact",
         prior_kwargs: dict | None = None,
+        sparsity: Literal["calibrated", "paper"] = "calibrated",
     ):
         if adata is None:
             raise ValueError("SparseVAE needs an AnnData registered with setup_anndata.")
@@ -170,6 +179,15 @@ class SparseVAE(
             raise ValueError(f"n_latent must be a positive integer, got {n_latent}.")
         if beta <= 0:
             raise ValueError(f"beta must be positive, got {beta}.")
+        if sparsity not in SPARSITY_OBJECTIVES:
+            raise ValueError(
+                f"sparsity={sparsity!r} is unknown; choose one of {SPARSITY_OBJECTIVES}."
+            )
+        if sparsity != "calibrated" and "sparsity" not in PRIOR_CLASSES[prior].option_names():
+            raise ValueError(
+                f"sparsity={sparsity!r} is an option of prior='spike_slab' (sVAE+); "
+                f"prior={prior!r} has no Beta-Bernoulli masks. Leave sparsity unset."
+            )
         n_perturbed = len(self.perturbation_names)
         default_alpha = PRIOR_CLASSES[prior].default_alpha(n_perturbed)
         resolved_alpha = float(default_alpha if alpha is None else alpha)
@@ -189,11 +207,13 @@ class SparseVAE(
             use_batch_norm=use_batch_norm,
             mask_estimator=mask_estimator,
             prior_kwargs=prior_kwargs,
+            sparsity=sparsity,
         )
         self._model_summary_string = (
             f"SparseVAE with prior={prior!r}, n_latent={n_latent}, n_hidden={n_hidden}, "
             f"n_layers={n_layers}, beta={beta}, alpha={resolved_alpha:g}, "
-            f"{n_perturbed} perturbations."
+            + (f"sparsity={sparsity!r}, " if prior == PRIORS.SPIKE_SLAB else "")
+            + f"{n_perturbed} perturbations."
         )
         self.init_params_ = self._get_init_params(locals())
 

@@ -6,7 +6,12 @@ import torch
 from scvi.module.base import LossOutput
 from scvi.train import TrainingPlan
 
-from sparsevae.module._rotation import latent_shift_sums, mean_shifts, sparse_rotation
+from sparsevae.module._rotation import (
+    latent_shift_sums,
+    mean_shifts,
+    sparse_rotation,
+    sparsest_origin,
+)
 
 from ._guards import (
     LastGoodParameters,
@@ -130,7 +135,12 @@ class SparseVAETrainingPlan(TrainingPlan):
         if int(rows.sum()) < 2:
             return
         rotation = sparse_rotation(shifts[rows]).to(module.prior.mu.dtype)
-        module.rotate_latents(rotation, (shifts.to(rotation.dtype) @ rotation), rows)
+        rotated = shifts.to(rotation.dtype) @ rotation
+        offset = None
+        if counts[-1] == 0:  # no control cells: also move the origin (see sparsest_origin)
+            offset = sparsest_origin(rotated[rows])
+            rotated = rotated - offset
+        module.rotate_latents(rotation, rotated, rows, offset)
         for optimizer in self.trainer.optimizers:
             optimizer.state.clear()  # moments of the old orientation
         self._last_good.save(module)

@@ -110,6 +110,9 @@ class SparseShiftVAE(BaseModuleClass):
     prior_kwargs
         Options of the prior beyond the above (e.g. FactorVAE's ``gamma``): arguments of its
         ``__init__``.
+    sparsity
+        The cost of an edge under ``"spike_slab"``: ``"calibrated"`` or ``"paper"``; see
+        :class:`~sparsevae.module.SpikeSlabPrior`.
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class SparseShiftVAE(BaseModuleClass):
         use_batch_norm: Literal["encoder", "decoder", "none", "both"] = "both",
         mask_estimator: Literal["exact", "gumbel"] = "exact",
         prior_kwargs: dict | None = None,
+        sparsity: Literal["calibrated", "paper"] = "calibrated",
     ):
         super().__init__()
         self.n_input = n_input
@@ -167,6 +171,7 @@ class SparseShiftVAE(BaseModuleClass):
             alpha=alpha,
             temperature=temperature,
             estimator=mask_estimator,
+            sparsity=sparsity,
             **(prior_kwargs or {}),
         )
 
@@ -281,23 +286,32 @@ class SparseShiftVAE(BaseModuleClass):
     # ---- orientation of the latent space ------------------------------------------------
     @torch.no_grad()
     def rotate_latents(
-        self, rotation: torch.Tensor, shifts: torch.Tensor, rows: torch.Tensor
+        self,
+        rotation: torch.Tensor,
+        shifts: torch.Tensor,
+        rows: torch.Tensor,
+        offset: torch.Tensor | None = None,
     ) -> None:
-        """Rotate the latent space, z -> z @ R, leaving the networks' function unchanged.
+        """Rotate the latent space, z -> z @ R - c, leaving the networks' function unchanged.
 
         The encoder's mean layer is rotated and the decoder's first layer takes the rotation
         back, so the decoder's output for an encoded cell is the same as before (the encoder's
         variances stay per latent, an approximation that training corrects). The prior follows
         (:meth:`~sparsevae.module.DensePrior.rotate`): ``shifts`` (rotated, shape
         (n_perturbations, n_latent)) replace mu for the perturbations flagged in ``rows``.
-        See :mod:`sparsevae.module._rotation` for why and when.
+        ``offset`` (c, shape (n_latent,); default none) also moves the origin: without control
+        cells nothing else places it, and ``shifts`` are then given already moved
+        (``shifts @ R - c``). See :mod:`sparsevae.module._rotation` for why and when.
         """
         mean_layer = self.z_encoder.mean_encoder
         mean_layer.weight.copy_(rotation.T @ mean_layer.weight)
         mean_layer.bias.copy_(mean_layer.bias @ rotation)
         first_layer = self.decoder.px_decoder.fc_layers[0][0]  # inputs: z, then covariates
         first_layer.weight[:, : self.n_latent] = first_layer.weight[:, : self.n_latent] @ rotation
-        self.prior.rotate(rotation, shifts, rows)
+        if offset is not None:  # W z' + b = W (z' - c) + (b + W c)
+            mean_layer.bias.sub_(offset)
+            first_layer.bias.add_(first_layer.weight[:, : self.n_latent] @ offset)
+        self.prior.rotate(rotation, shifts, rows, offset)
 
     # ---- importance-weighted likelihood --------------------------------------------------
     def decode(self, z: torch.Tensor, batch_index: torch.Tensor | None = None) -> torch.Tensor:
@@ -366,6 +380,7 @@ class SparseShiftVAE(BaseModuleClass):
         folded.append((output.weight, output.bias))
         return folded
 
+    @auto_move_data
     @torch.inference_mode()
     def latent_shift_effects(
         self, x: torch.Tensor, batch_index: torch.Tensor | None, shift: float = 1.0
@@ -386,6 +401,7 @@ class SparseShiftVAE(BaseModuleClass):
         moved = self.decode(shifted, batch_index)
         return (moved - base.unsqueeze(0)).sum(dim=1), base.exp().sum(dim=0)
 
+    @auto_move_data
     @torch.inference_mode()
     def marginal_ll(
         self,

@@ -368,10 +368,17 @@ class DensePrior(PerturbationPrior):
         return self.mu * self.is_perturbed.unsqueeze(-1)
 
     @torch.no_grad()
-    def rotate(self, rotation: torch.Tensor, shifts: torch.Tensor, rows: torch.Tensor) -> None:
-        """Follow a rotation z -> z @ R of the latent space.
+    def rotate(
+        self,
+        rotation: torch.Tensor,
+        shifts: torch.Tensor,
+        rows: torch.Tensor,
+        offset: torch.Tensor | None = None,
+    ) -> None:
+        """Follow a rotation z -> z @ R (- offset) of the latent space.
 
-        ``shifts``: new (already rotated) shifts, used for the perturbations flagged in
-        ``rows``; the other rows of mu are rotated.
+        ``shifts``: new (already rotated and moved) shifts, used for the perturbations flagged
+        in ``rows``; the other rows of mu are rotated and moved.
         """
-        self.mu.copy_(torch.where(rows.unsqueeze(-1), shifts, self.mu @ rotation))
+        moved = self.mu @ rotation - (0.0 if offset is None else offset)
+        self.mu.copy_(torch.where(rows.unsqueeze(-1), shifts, moved))

@@ -54,7 +54,7 @@ def make_prior(
     """Build the prior called ``name`` from the registry.
 
     ``options`` (``alpha``: the Beta parameter or the L1 weight, ``temperature``,
-    ``logit_init``, ``estimator``) go to the priors that have them.
+    ``logit_init``, ``estimator``, ``sparsity``) go to the priors that have them.
     """
     if name not in PRIOR_CLASSES:
         raise ValueError(f"Unknown prior {name!r}; choose one of {sorted(PRIOR_CLASSES)}.")
@@ -62,7 +62,7 @@ def make_prior(
 
 
 #: Options every prior receives from SparseVAE's own arguments (ignored by those without them).
-_MODEL_OPTIONS = {"alpha", "temperature", "logit_init", "estimator"}
+_MODEL_OPTIONS = {"alpha", "temperature", "logit_init", "estimator", "sparsity"}
 
 
 def prior_options(name: str) -> list[str]:
@@ -80,5 +80,6 @@ def check_prior_kwargs(name: str, prior_kwargs: dict | None) -> None:
     if unknown:
         raise ValueError(
             f"prior_kwargs {unknown} are not options of prior={name!r}; its options are "
-            f"{prior_options(name) or 'none'} (alpha and temperature are SparseVAE arguments)."
+            f"{prior_options(name) or 'none'} (alpha, temperature and sparsity are SparseVAE "
+            "arguments)."
         )

@@ -64,6 +64,20 @@ def mean_shifts(sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor,
     return means[:-1] - control, counts[:-1] > 0
 
 
+def sparsest_origin(shifts: torch.Tensor) -> torch.Tensor:
+    """The origin of the latent space that makes the shifts sparsest: their median per latent.
+
+    Without control cells nothing in the data places the origin (the decoder's first-layer bias
+    can absorb any translation, as its weights absorb any rotation), and a latent whose origin
+    sits off the unshifted perturbations' mean gives every perturbation a small shift: an edge
+    for each under a cost that the data can pay. The per-latent median minimises the L1 norm
+    of ``shifts - c``, so the perturbations that leave a latent alone (most of them, in a
+    sparse graph) share its origin. ``shifts``: (n_perturbations, n_latent); returns
+    (n_latent,).
+    """
+    return shifts.median(dim=0).values
+
+
 def sparse_rotation(
     shifts: torch.Tensor,
     n_starts: int = 8,
@@ -125,6 +139,5 @@ def _closest_to_identity(rotation: torch.Tensor) -> torch.Tensor:
     rows, cols = linear_sum_assignment(rotation.abs().cpu().numpy(), maximize=True)
     order = torch.as_tensor(cols[rows.argsort()], device=rotation.device)
     permuted = rotation[:, order]
-    return permuted * torch.sign(torch.diagonal(permuted)).where(
-        torch.diagonal(permuted) != 0, torch.ones(1, dtype=permuted.dtype)
-    )
+    diagonal = torch.diagonal(permuted)
+    return permuted * torch.sign(diagonal).where(diagonal != 0, torch.ones_like(diagonal))
