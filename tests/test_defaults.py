@@ -35,7 +35,7 @@ pytestmark = pytest.mark.slow
 # fails test_every_public_name_is_called.
 NAMESPACES = ("data", "tl", "pl", "metrics", "evaluate")
 CALLED = {
-    "data": {"norman2019_subset", "simulate_sparse_shift"},
+    "data": {"REGIMES", "norman2019_subset", "simulate_regime", "simulate_sparse_shift"},
     "tl": {"cluster_perturbations", "edge_stability", "write_results"},
     "pl": {
         "edge_stability",
@@ -275,6 +275,9 @@ def test_data_and_metrics_with_required_arguments_only():
     assert adata.n_obs > 0 and adata.uns["true_targets"].shape[1] == adata.obsm["z_true"].shape[1]
     norman = sv.data.norman2019_subset()
     assert norman.n_obs > 0 and "control" in set(norman.obs["perturbation"])
+    realistic = sv.data.simulate_regime("realistic")
+    assert realistic.uns["true_targets"].shape == (200, 20)
+    assert set(sv.data.REGIMES) >= {"paper", "realistic", "genome_scale"}
     rng = np.random.default_rng(0)
     z_true = rng.normal(size=(200, 3))
     z = z_true[:, [2, 0, 1]] * [1, -2, 3]

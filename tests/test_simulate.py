@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import sparsevae as sv
+
 from .conftest import small_simulation
 
 
@@ -64,3 +66,76 @@ def test_bundled_norman_subset():
     assert "control" in set(labels)
     assert labels.nunique() == 34
     assert labels.str.contains(r"\+").any()
+
+
+def test_realistic_options_give_overdispersed_programme_counts():
+    common = dict(
+        n_perturbations=4,
+        n_cells_per_perturbation=400,
+        n_latent=3,
+        n_genes=150,
+        decoder="programmes",
+        library_size=3000.0,
+        random_state=0,
+    )
+    poisson = sv.data.simulate_sparse_shift(**common)
+    nb = sv.data.simulate_sparse_shift(noise="negative_binomial", inverse_dispersion=2.0, **common)
+    control = (nb.obs["perturbation"] == "control").to_numpy()
+
+    def dispersion(adata):  # variance / mean of the most expressed genes among control cells
+        x = adata.X[control].toarray()
+        top = np.argsort(-x.mean(axis=0))[:20]
+        return float(np.median(x[:, top].var(axis=0) / x[:, top].mean(axis=0)))
+
+    # same expected counts; the NB's variance mean + mean^2 / 2 is many times the Poisson's
+    assert dispersion(nb) > 3 * dispersion(poisson)
+    lib = np.asarray(nb.X.sum(axis=1)).ravel()
+    assert 2500 < np.median(lib) < 3500  # the stated depth
+    assert nb.uns["simulation"]["decoder"] == "programmes"
+
+
+def test_lognormal_shifts_are_heavy_tailed_around_their_median():
+    adata = sv.data.simulate_sparse_shift(
+        n_perturbations=300,
+        n_cells_per_perturbation=1,
+        n_latent=5,
+        shift_distribution="lognormal",
+        shift_mean=1.5,
+        shift_sd=0.5,
+        random_state=1,
+    )
+    shifts = np.abs(adata.uns["true_shift"].to_numpy()[adata.uns["true_targets"].to_numpy() == 1])
+    assert np.median(shifts) == pytest.approx(1.5, rel=0.1)
+    assert shifts.max() > 2 * 1.5  # a long right tail: more than twice the median
+    assert shifts.min() > 0
+
+
+@pytest.mark.parametrize(
+    "name", ["paper", "realistic", "weak_effects", "few_cells", "genome_scale"]
+)
+def test_every_regime_simulates(name):
+    small = {"n_perturbations": 6, "n_cells_per_perturbation": 5}
+    if name != "paper":
+        small.update(n_genes=200, n_control_cells=20)
+    adata = sv.data.simulate_regime(name, random_state=0, **small)
+    assert adata.uns["simulation"]["regime"] == name
+    assert adata.uns["true_targets"].shape[0] == 6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"noise": "nb"}, "noise='nb'"),
+        ({"decoder": "linear"}, "decoder='linear'"),
+        ({"shift_distribution": "t"}, "shift_distribution='t'"),
+        ({"noise": "negative_binomial", "inverse_dispersion": 0.0}, "inverse_dispersion"),
+    ],
+)
+def test_bad_simulation_options_name_themselves(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sv.data.simulate_sparse_shift(n_perturbations=2, n_cells_per_perturbation=2, **kwargs)
+
+
+def test_unknown_regime_lists_the_known_ones():
+    with pytest.raises(ValueError, match="choose one of"):
+        sv.data.simulate_regime("realist")

@@ -33,8 +33,9 @@ DEMO_SETTINGS = {
             "n_genes": 60,
             "n_targets": (1, 2),
         },
-        # 50 epochs: about 30 s in all on 2 CPU cores. Over simulation seeds 0-4 sVAE+ had
-        # the highest MCC of the five methods on every seed at 50 epochs, as at 100.
+        # 50 epochs: about 30 s in all on 2 CPU cores. Over simulation seeds 0-4 with the
+        # calibrated sparsity, sVAE+ had the highest MCC on 3 seeds and the highest F1 on 1
+        # (too many edges on this 5-SD generator: README, docs/benchmarks.md "Regimes").
         "max_epochs": 50,
     },
 }
