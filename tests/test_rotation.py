@@ -67,7 +67,8 @@ def _model(data=None, **train_kwargs):
     return model, data
 
 
-def test_rotating_the_latents_leaves_the_fit_unchanged():
+def _encoded_cells():
+    """A trained module in eval mode, its cells' counts, latent means and decoded log scales."""
     model, data = _model()
     module = model.module.eval()
     tensors = next(iter(model._make_data_loader(adata=data, batch_size=data.n_obs)))
@@ -75,6 +76,11 @@ def test_rotating_the_latents_leaves_the_fit_unchanged():
     with torch.no_grad():
         z = module.z_encoder(torch.log1p(x))[0].loc
         log_scale = module.decode(z, None)
+    return module, x, z, log_scale
+
+
+def test_rotating_the_latents_leaves_the_fit_unchanged():
+    module, x, z, log_scale = _encoded_cells()
     rotation = torch.as_tensor(ortho_group.rvs(4, random_state=0), dtype=torch.float32)
     n_perturbations = module.prior.n_perturbations
     shifts = torch.randn(n_perturbations, 4)
@@ -92,13 +98,7 @@ def test_rotating_the_latents_leaves_the_fit_unchanged():
 
 
 def test_moving_the_origin_too_leaves_the_fit_unchanged():
-    model, data = _model()
-    module = model.module.eval()
-    tensors = next(iter(model._make_data_loader(adata=data, batch_size=data.n_obs)))
-    x = tensors["X"]
-    with torch.no_grad():
-        z = module.z_encoder(torch.log1p(x))[0].loc
-        log_scale = module.decode(z, None)
+    module, x, z, log_scale = _encoded_cells()
     rotation = torch.as_tensor(ortho_group.rvs(4, random_state=1), dtype=torch.float32)
     offset = torch.tensor([0.5, -1.0, 2.0, 0.0])
     n_perturbations = module.prior.n_perturbations
