@@ -5,7 +5,7 @@ docs use: :data:`REGIMES` maps a name to the keyword arguments of
 :func:`~sparsevae.data.simulate_sparse_shift`, and :func:`simulate_regime` simulates one.
 
 =================  =====  ====  =====  =======  =============  ============  ======  =========
-regime             K      p     cells  genes    |shift| (SD)   decoder       noise   depth
+regime             K      p     cells  genes    shift (SD)     decoder       noise   depth
 =================  =====  ====  =====  =======  =============  ============  ======  =========
 ``paper``          100    15    250    100      5 ± 0.5        MLP           Pois.   1e5
 ``realistic``      200    20    70     1,000    1.5 (1.1-2.0)  programmes    NB(5)   3,000
@@ -14,9 +14,9 @@ regime             K      p     cells  genes    |shift| (SD)   decoder       noi
 ``genome_scale``   2,000  30    40     2,000    1.5 (1.1-2.0)  programmes    NB(5)   3,000
 =================  =====  ====  =====  =======  =============  ============  ======  =========
 
-"cells" are per perturbation; |shift| is the median and the central 68% of a log-normal
-(heavy-tailed: a few effects are much larger); the depth is the median library size, with a
-log-SD of 0.4 across cells. Each perturbation targets 1-3 latents; realistic regimes have
+"cells" are per perturbation; "shift" is the median absolute shift and the central 68% of a
+log-normal (heavy-tailed: a few effects are much larger); the depth is the median library size,
+with a log-SD of 0.4 across cells. Each perturbation targets 1-3 latents; realistic regimes have
 1,000 control cells (2,000 at genome scale), the paper's none.
 """
 

@@ -190,8 +190,9 @@ def simulate_sparse_shift(
     decoder_width, negative_slope
         Width and leaky-ReLU slope of the random MLP decoder (``decoder="mlp"``).
     shift_distribution
-        ``"normal"``: |shift| ~ Normal(shift_mean, shift_sd) (the paper). ``"lognormal"``:
-        |shift| = shift_mean × exp(shift_sd × Normal(0, 1)), heavy-tailed with median
+        ``"normal"``: the absolute shift ~ Normal(shift_mean, shift_sd) (the paper).
+        ``"lognormal"``: the absolute shift = shift_mean × exp(shift_sd × Normal(0, 1)),
+        heavy-tailed with median
         ``shift_mean`` (in SD of the latent: 1-2 is a typical real effect).
     noise
         ``"poisson"`` (the paper) or ``"negative_binomial"`` (Gamma-Poisson with
@@ -206,7 +207,8 @@ def simulate_sparse_shift(
     programme_size
         Genes per programme (default: ``max(5, n_genes // (2 * n_latent))``).
     programme_loading
-        Median |loading|: the change of a programme gene's log expression per SD of its latent.
+        Median absolute loading: the change of a programme gene's log expression per SD of its
+        latent.
 
     Returns
     -------
