@@ -84,6 +84,32 @@ def test_calibrated_cost_is_the_kl_to_the_beta_bernoulli_marginal():
     assert float(prior.penalty()) == pytest.approx(float(by_hand), rel=1e-5)
 
 
+def test_freezing_switches_off_edges_below_the_relative_floor():
+    """Row 1: 4.0 on, 1.0 on (< 4/3: pruned), 2.0 on (kept); row 2: its only edge is kept."""
+    prior = SpikeSlabPrior(3, 3, control_index=0, alpha=4.0)
+    assert prior.min_relative_shift == pytest.approx(1 / 3)
+    with torch.no_grad():
+        prior.mu.copy_(torch.tensor([[0.0, 0.0, 0.0], [4.0, -1.0, -2.0], [0.1, 0.0, 0.0]]))
+        prior.logits.copy_(torch.tensor([[5.0, 5.0, 5.0], [5.0, 5.0, 5.0], [5.0, -5.0, 0.0]]))
+    prior.freeze_masks()
+    graph = prior.mask_probabilities()[1:] > 0.5
+    assert graph.tolist() == [[True, False, True], [True, False, False]]
+    assert prior.shifts()[1].tolist() == [4.0, 0.0, -2.0]
+    prior.freeze_masks()  # idempotent
+    assert (prior.mask_probabilities()[1:] > 0.5).tolist() == graph.tolist()
+
+
+def test_paper_objective_has_no_floor_and_bad_floors_are_refused():
+    prior = SpikeSlabPrior(2, 2, control_index=0, alpha=4.0, sparsity="paper")
+    assert prior.min_relative_shift == 0.0
+    with torch.no_grad():
+        prior.mu.copy_(torch.tensor([[0.0, 0.0], [4.0, 0.01]]))
+    prior.freeze_masks()
+    assert (prior.mask_probabilities()[1] > 0.5).tolist() == [True, True]
+    with pytest.raises(ValueError, match="min_relative_shift"):
+        SpikeSlabPrior(2, 2, control_index=0, min_relative_shift=1.5)
+
+
 def test_unknown_sparsity_is_refused_with_the_choices(adata):
     sv.SparseVAE.setup_anndata(adata, perturbation_key="perturbation", control="control")
     with pytest.raises(ValueError, match=r"sparsity='pape'.*calibrated"):
