@@ -10,7 +10,7 @@ import scanpy as sc
 import scipy.sparse as sp
 from anndata import AnnData
 
-from sparsevae._constants import TARGET_SUM
+from sparsevae._normalize import log1p_cp10k
 
 from ._splits import EXCLUDED
 
@@ -34,12 +34,14 @@ def _fresh(adata: AnnData, cells: np.ndarray, genes: np.ndarray, layer: str | No
 
 
 def _select_genes(adata: AnnData, cells: np.ndarray, layer: str | None, n_top_genes: int | None):
-    """Highly variable genes of the training ``cells`` only (all genes if no ``n_top_genes``)."""
+    """Highly variable genes of the training ``cells`` only (all genes if no ``n_top_genes``).
+
+    Selected by scanpy's ``"seurat"`` flavour on ``log1p(counts per 10,000)``
+    (:func:`sparsevae._normalize.log1p_cp10k`).
+    """
     if n_top_genes is None or n_top_genes >= adata.n_vars:
         return np.arange(adata.n_vars)
-    train = AnnData(X=_counts(adata, layer)[cells].astype(np.float32))
-    sc.pp.normalize_total(train, target_sum=TARGET_SUM)
-    sc.pp.log1p(train)
+    train = AnnData(X=log1p_cp10k(_counts(adata, layer)[cells].astype(np.float32))[0])
     sc.pp.highly_variable_genes(train, n_top_genes=n_top_genes, flavor="seurat")
     return np.flatnonzero(train.var["highly_variable"].to_numpy())
 

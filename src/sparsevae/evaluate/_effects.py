@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from sparsevae._constants import TARGET_SUM
+from sparsevae._normalize import log1p_cp10k
 
 #: Genes with the largest observed change scored by the top-DE metrics.
 N_TOP_DE = 20
@@ -42,7 +42,8 @@ EFFECT_COLUMNS = tuple(
 def mean_log_expression(adata: AnnData, layer: str | None = None) -> np.ndarray:
     """Mean of ``log1p(counts per 10,000)`` per gene, read in blocks of cells (sparse stays sparse).
 
-    Cells without counts are skipped: they have no proportions.
+    Cells without counts are skipped: they have no proportions. The normalisation is the
+    package's one (:func:`sparsevae._normalize.log1p_cp10k`).
     """
     counts = adata.X if layer is None else adata.layers[layer]
     total = np.zeros(adata.n_vars)
@@ -50,9 +51,8 @@ def mean_log_expression(adata: AnnData, layer: str | None = None) -> np.ndarray:
     for start in range(0, adata.n_obs, 4096):
         block = counts[start : start + 4096]
         block = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
-        sizes = block.sum(axis=1, keepdims=True)
-        keep = sizes[:, 0] > 0
-        total += np.log1p(TARGET_SUM * block[keep] / sizes[keep]).sum(axis=0)
+        values, keep = log1p_cp10k(block)
+        total += values[keep].sum(axis=0)
         n_cells += int(keep.sum())
     if n_cells == 0:
         raise ValueError("adata has no cell with counts: there is no mean expression to take.")
@@ -93,10 +93,8 @@ def log_normalized(adata: AnnData, layer: str | None = None) -> np.ndarray:
     """
     counts = adata.X if layer is None else adata.layers[layer]
     dense = counts.toarray() if hasattr(counts, "toarray") else np.asarray(counts)
-    dense = dense.astype(np.float64)
-    sizes = dense.sum(axis=1, keepdims=True)
-    keep = sizes[:, 0] > 0
-    return np.log1p(TARGET_SUM * dense[keep] / sizes[keep])
+    values, keep = log1p_cp10k(dense.astype(np.float64))
+    return values[keep]
 
 
 def _rowwise_pearson(predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from anndata import AnnData
 
 from sparsevae._constants import DEFAULT_METHODS, METHODS
 from sparsevae._quiet import QUIET_TRAINER
+from sparsevae._shifts import latent_shifts, top_abs
 from sparsevae.metrics import graph_scores, linear_r2, mean_correlation_coefficient
 from sparsevae.module._rotation import sparse_rotation
 
@@ -21,8 +22,9 @@ logger = logging.getLogger(__name__)
 
 #: Graph readouts of a post-hoc rotated model's shifts, fixed before any benchmark ran:
 #: ``"top-2"``, the paper's readout for mask-free models (the two largest ``|shift|`` per
-#: perturbation), and ``"threshold"``, every latent whose ``|shift|`` is at least
-#: :data:`RELATIVE_THRESHOLD` of the perturbation's largest.
+#: perturbation, :func:`sparsevae._shifts.top_abs`, as their ``get_intervention_targets``),
+#: and ``"threshold"``, every latent whose ``|shift|`` is at least :data:`RELATIVE_THRESHOLD`
+#: of the perturbation's largest.
 POSTHOC_READOUTS = ("top-2", "threshold")
 RELATIVE_THRESHOLD = 0.5
 #: Random starts of the post-hoc rotation's search: more than the 8 of sVAE+'s in-training
@@ -41,19 +43,22 @@ def method_kwargs(method: str) -> dict:
 def latent_mean_shifts(
     z: np.ndarray, labels: Sequence[str], control: str | None = None
 ) -> pd.DataFrame:
-    """Each perturbation's mean latent minus control's (without control: minus all cells').
+    """Each perturbation's mean latent shift: its mean latent minus a reference.
+
+    The package's one definition (:func:`sparsevae._shifts.latent_shifts`): the reference is
+    control's mean latent when ``control`` labels cells, otherwise the per-latent median of the
+    perturbations' mean latents (the sparsest origin).
 
     Rows: the perturbations of ``labels`` other than ``control``, sorted; columns: latents.
     """
     z = np.asarray(z, dtype=float)
-    labels = pd.Series(np.asarray(labels, dtype=str))
-    means = pd.DataFrame(z).groupby(labels.to_numpy()).mean()
+    means = pd.DataFrame(z).groupby(np.asarray(labels, dtype=str)).mean()
+    reference = None
     if control is not None and control in means.index:
         reference = means.loc[control].to_numpy()
         means = means.drop(index=control)
-    else:
-        reference = z.mean(axis=0)
-    return means - reference
+    shifts = latent_shifts(means.to_numpy(), reference)
+    return pd.DataFrame(shifts, index=means.index, columns=means.columns)
 
 
 def posthoc_sparse_rotation(
@@ -68,24 +73,29 @@ def posthoc_sparse_rotation(
 
     Returns
     -------
-    The rotated latents ``z @ R`` and the rotated shifts (perturbations × latents).
+    The rotated latents ``z @ R`` and their shifts (perturbations × latents), by the same
+    definition: ``shifts @ R``, less their per-latent median when there are no control cells
+    (the rotated means' sparsest origin, as sVAE+'s in-training rotation moves to), so that
+    they equal :func:`latent_mean_shifts` of the rotated latents.
     """
     shifts = latent_mean_shifts(z, labels, control)
     target = torch.as_tensor(shifts.to_numpy(), dtype=torch.float64)
     rotation = sparse_rotation(target, n_starts=POSTHOC_STARTS).numpy()
-    return np.asarray(z, dtype=float) @ rotation, shifts @ rotation
+    rotated = shifts @ rotation
+    if control is None or control not in set(np.asarray(labels, dtype=str)):
+        # without control the reference is the median of the (rotated) perturbation means
+        rotated[:] = latent_shifts(rotated.to_numpy())
+    return np.asarray(z, dtype=float) @ rotation, rotated
 
 
 def shift_targets(shifts: pd.DataFrame, readout: str) -> pd.DataFrame:
     """A graph read from shifts by one of :data:`POSTHOC_READOUTS`, as booleans."""
     if readout not in POSTHOC_READOUTS:
         raise ValueError(f"readout={readout!r}; choose one of {list(POSTHOC_READOUTS)}.")
-    magnitude = shifts.abs().to_numpy()
     if readout == "top-2":
-        order = np.argsort(-magnitude, axis=1, kind="stable")[:, :2]
-        targets = np.zeros_like(magnitude, dtype=bool)
-        np.put_along_axis(targets, order, True, axis=1)
+        targets = top_abs(shifts.to_numpy(dtype=float), 2)  # as the mask-free models' readout
     else:
+        magnitude = shifts.abs().to_numpy()
         targets = magnitude >= RELATIVE_THRESHOLD * magnitude.max(axis=1, keepdims=True)
     return pd.DataFrame(targets, index=shifts.index, columns=shifts.columns)
 

@@ -1,4 +1,8 @@
-"""Each perturbation's own latent shift: the mean posterior mean of its cells minus control's.
+"""Each perturbation's own latent shift: the mean posterior mean of its cells minus a reference.
+
+The shift is the package's one definition (:mod:`sparsevae._shifts`): the reference is the
+control cells' mean latent, or, without a control label, the per-latent median of the
+perturbations' mean latents (the sparsest origin).
 
 This is what a prediction is made from by default (``source="empirical"`` in
 :meth:`~sparsevae.SparseVAE.predict`): unlike the prior's sparse shift (``gamma * mu``), it keeps
@@ -15,6 +19,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from sparsevae._shifts import latent_shifts
+
 from ._matching import check_known_perturbations
 
 
@@ -22,12 +28,12 @@ class LatentMeansMixin:
     """Mean latent of every category's cells, cached for the model's own data."""
 
     #: Cached :meth:`_latent_means` of the model's data (``None``: not computed yet).
-    _latent_mean_cache: tuple[pd.DataFrame, np.ndarray] | None = None
+    _latent_mean_cache: pd.DataFrame | None = None
 
     def _latent_means(
         self, adata: AnnData | None = None, batch_size: int | None = None
-    ) -> tuple[pd.DataFrame, np.ndarray]:
-        """Mean posterior mean of each category's cells (categories × latents) and of all cells.
+    ) -> pd.DataFrame:
+        """Mean posterior mean of each category's cells, categories × latents.
 
         Only cells whose label is the category itself count (a combination's cells do not
         count for its singles). NaN rows: categories without cells of their own. For the
@@ -40,32 +46,33 @@ class LatentMeansMixin:
         z = self.get_latent_representation(data, batch_size=batch_size)
         labels = data.obs[self._perturbation_registry.original_key].astype(str).to_numpy()
         means = pd.DataFrame(z, columns=self.latent_names).groupby(labels).mean()
-        result = means.reindex(pd.Index(self._categories, name="category")), z.mean(axis=0)
+        means = means.reindex(pd.Index(self._categories, name="category"))
         if adata is None:
-            self._latent_mean_cache = result
-        return result
+            self._latent_mean_cache = means
+        return means
 
     def _empirical_shifts(self, adata: AnnData | None, batch_size: int | None) -> np.ndarray:
-        """Mean latent of each category's cells minus that of control, (n_categories, n_latent).
+        """Each category's mean latent shift, (n_categories, n_latent).
 
-        Without a control label: minus the mean over all cells. NaN for categories without
-        cells of their own, 0 for control.
+        The one definition of :func:`sparsevae._shifts.latent_shifts`: the mean latent of the
+        category's cells minus that of control, or, without a control label, minus the
+        per-latent median of the perturbations' mean latents (those with cells). NaN for
+        categories without cells of their own, 0 for control.
         """
-        means, overall = self._latent_means(adata, batch_size)
-        if self.control is None:
-            reference = overall
-        else:
-            reference = means.loc[self.control].to_numpy()
-            if np.isnan(reference).any():
+        means = self._latent_means(adata, batch_size).to_numpy()
+        control = None
+        if self.control is not None:
+            control = means[self._control_index]
+            if np.isnan(control).any():
                 raise ValueError(
                     f"adata has no control cells (label {self.control!r}) to measure latent shifts "
                     "from. "
                     "Pass adata= with control cells (a model loaded with only transfer cells "
                     "does not keep its training controls)."
                 )
-        shifts = (means.to_numpy() - reference).astype(np.float32)
-        if self._control_index is not None:
-            shifts[self._control_index] = 0.0
+        rows = self._perturbed_rows
+        shifts = np.zeros(means.shape, dtype=np.float32)  # the control row stays 0
+        shifts[rows] = latent_shifts(means[rows], control)
         return shifts
 
     def _extend_latent_means(
@@ -76,10 +83,10 @@ class LatentMeansMixin:
         Returns the new perturbations' means, (len(added), n_latent): the gamma = 1 optimum of
         their prior shifts.
         """
-        means, overall = parent._latent_means()
+        means = parent._latent_means()
         means = means.reindex(pd.Index(self._categories, name="category"))
         if added:
-            new, _ = self._latent_means(adata, batch_size)
+            new = self._latent_means(adata, batch_size)
             alone = [name for name in added if new.loc[name].isna().any()]
             if alone:
                 raise ValueError(
@@ -88,5 +95,5 @@ class LatentMeansMixin:
                     "combinations). Add cells of each new single perturbation on its own."
                 )
             means.loc[added] = new.loc[added].to_numpy()
-        self._latent_mean_cache = means, overall
+        self._latent_mean_cache = means
         return means.loc[added].to_numpy(dtype=np.float32)

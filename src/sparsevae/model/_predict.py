@@ -5,7 +5,9 @@ the shift of the requested one; the decoder's mean expression of that latent is 
 A combination's shift is the sum of its singles'. Shifts come from one of two sources:
 
 - ``"empirical"`` (default): the perturbation's own latent shift, the mean posterior mean of its
-  cells minus control's (:mod:`sparsevae.model._latent_means`); every effect the encoder sees.
+  cells minus control's (without control cells: minus the per-latent median of the
+  perturbations' means; the one definition of :mod:`sparsevae._shifts`, computed in
+  :mod:`sparsevae.model._latent_means`); every effect the encoder sees.
 - ``"prior"``: the prior's evaluation readout (:meth:`~sparsevae.SparseVAE.get_perturbation_shifts`,
   ``mu`` where ``pi > 0.5`` for sVAE+): only the effects that the sparse graph keeps.
 
@@ -24,7 +26,8 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from sparsevae._constants import REGISTRY_KEYS, TARGET_SUM
+from sparsevae._constants import REGISTRY_KEYS
+from sparsevae._normalize import log1p_cp10k
 
 from ._combinations import parse_perturbation
 from ._matching import check_known_perturbations, warn_unknown_perturbations
@@ -57,10 +60,11 @@ def sampled_mean_log_expression(
 
     Cell c's counts are drawn ``n_samples`` times from NB(mean ``library[c] *
     proportions[c]``, inverse dispersion ``theta``) as a gamma-Poisson mixture, normalised to
-    10,000 by their own total and log1p-transformed, exactly as
-    :func:`sparsevae.evaluate.mean_log_expression` treats observed counts (draws without counts
-    are skipped). The same ``random_state`` gives the same draws, so two predictions on the
-    same cells share their random numbers and their difference is less noisy.
+    10,000 by their own total and log1p-transformed (:func:`sparsevae._normalize.log1p_cp10k`),
+    exactly as :func:`sparsevae.evaluate.mean_log_expression` treats observed counts (draws
+    without counts are skipped). The same ``random_state`` gives the same draws, so two
+    predictions on the same cells share their random numbers and their difference is less
+    noisy.
     """
     rng = np.random.default_rng(random_state)
     proportions, theta = np.asarray(proportions, np.float64), np.asarray(theta, np.float64)
@@ -72,9 +76,8 @@ def sampled_mean_log_expression(
         # takes; no count that large is real, so rates are capped.
         rate = np.minimum(rng.gamma(theta, mean / theta), _MAX_RATE)
         counts = rng.poisson(rate).astype(np.float64)
-        sizes = counts.sum(axis=-1, keepdims=True)
-        keep = sizes[..., 0] > 0
-        total += np.log1p(TARGET_SUM * counts[keep] / sizes[keep]).sum(axis=0)
+        values, keep = log1p_cp10k(counts)
+        total += values[keep].sum(axis=0)
         n_kept += int(keep.sum())
     if n_kept == 0:
         raise ValueError("Every drawn cell had no counts: there is no mean expression to take.")

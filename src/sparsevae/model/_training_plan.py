@@ -9,6 +9,7 @@ from scvi.train import TrainingPlan
 from sparsevae.module._rotation import (
     latent_shift_sums,
     mean_shifts,
+    shift_origin,
     sparse_rotation,
     sparsest_origin,
 )
@@ -41,9 +42,11 @@ class SparseVAETrainingPlan(TrainingPlan):
     - once, at the start of the epoch in which the KL warm-up ends (at most half-way through
       training; ``rotate_latents_at``), for priors that prefer an orientation (sVAE+ by
       default, sVAE when asked), the latent space is rotated to the orientation in which the
-      perturbations' mean shifts are sparsest (:mod:`sparsevae.module._rotation`): the
-      networks' function is unchanged, every mask restarts undecided (pi = 0.5) and Adam's
-      moments restart. Gradient descent finds this orientation only slowly;
+      perturbations' mean shifts (the one definition of :mod:`sparsevae._shifts`) are
+      sparsest (:mod:`sparsevae.module._rotation`; without control cells the latent origin
+      also moves to the perturbations' per-latent median): the networks' function is
+      unchanged, every mask restarts undecided (pi = 0.5) and Adam's moments restart.
+      Gradient descent finds this orientation only slowly;
     - the validation ELBO is the training objective on the validation cells: the prior in
       its training mode (expected KL over the masks) and the global term divided by the
       number of training cells, so that ``elbo_validation`` and ``elbo_train`` compare;
@@ -107,7 +110,7 @@ class SparseVAETrainingPlan(TrainingPlan):
         if self.freeze_masks_at is None:
             return
         if self.current_epoch >= int(self.freeze_masks_at * self.trainer.max_epochs):
-            self.module.prior.freeze_masks()
+            self.module.prior.freeze_masks(graph_learned=self.current_epoch > 0)
 
     def _rotation_epoch(self, max_epochs: int) -> int | None:
         """The epoch of the rotation: when the KL warm-up ends, at most half-way.
@@ -137,9 +140,15 @@ class SparseVAETrainingPlan(TrainingPlan):
         rotation = sparse_rotation(shifts[rows]).to(module.prior.mu.dtype)
         rotated = shifts.to(rotation.dtype) @ rotation
         offset = None
-        if counts[-1] == 0:  # no control cells: also move the origin (see sparsest_origin)
-            offset = sparsest_origin(rotated[rows])
-            rotated = rotated - offset
+        if counts[-1] == 0:
+            # No control cells: the shifts were measured from the per-latent median of the
+            # perturbations' means (sparsevae._shifts), so the latent origin moves to that
+            # median of the rotated means: the reference, rotated, plus the rotated shifts'
+            # median (see sparsest_origin). Measured from the new origin, the shifts are again
+            # the one definition's (their median is 0), and they are what mu becomes.
+            recentre = sparsest_origin(rotated[rows])
+            rotated = rotated - recentre
+            offset = shift_origin(sums, counts).to(rotation.dtype) @ rotation + recentre
         module.rotate_latents(rotation, rotated, rows, offset)
         for optimizer in self.trainer.optimizers:
             optimizer.state.clear()  # moments of the old orientation

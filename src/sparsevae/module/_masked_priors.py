@@ -82,7 +82,7 @@ class MaskedPrior(DensePrior):
     def start_training(self) -> None:
         self.masks_frozen = False
 
-    def freeze_masks(self) -> None:
+    def freeze_masks(self, graph_learned: bool = True) -> None:
         self.masks_frozen = True
 
     def resolve_rotation(self, requested: bool | None) -> bool:
@@ -259,11 +259,15 @@ class SpikeSlabPrior(MaskedPrior):
             "min_relative_shift": self.min_relative_shift,
         }
 
-    def freeze_masks(self) -> None:
-        """Fix the masks to ``pi > 0.5`` after switching off edges below the relative floor."""
-        if not self.masks_frozen:
+    def freeze_masks(self, graph_learned: bool = True) -> None:
+        """Fix the masks to ``pi > 0.5``, first switching off edges below the relative floor.
+
+        Masks frozen before they were learned (``graph_learned=False``: from the first epoch)
+        keep their initial state; the floor would compare untrained shifts.
+        """
+        if not self.masks_frozen and graph_learned:
             self.prune_small_shifts()
-        super().freeze_masks()
+        super().freeze_masks(graph_learned)
 
     @torch.no_grad()
     def prune_small_shifts(self) -> torch.Tensor:

@@ -300,8 +300,10 @@ class SparseShiftVAE(BaseModuleClass):
         (:meth:`~sparsevae.module.DensePrior.rotate`): ``shifts`` (rotated, shape
         (n_perturbations, n_latent)) replace mu for the perturbations flagged in ``rows``.
         ``offset`` (c, shape (n_latent,); default none) also moves the origin: without control
-        cells nothing else places it, and ``shifts`` are then given already moved
-        (``shifts @ R - c``). See :mod:`sparsevae.module._rotation` for why and when.
+        cells nothing else places it; the training plan moves it to the perturbations'
+        per-latent median (the reference of the one shift definition, :mod:`sparsevae._shifts`),
+        and ``shifts`` are then given from the new origin (the perturbations' mean latents
+        ``@ R - c``). See :mod:`sparsevae.module._rotation` for why and when.
         """
         mean_layer = self.z_encoder.mean_encoder
         mean_layer.weight.copy_(rotation.T @ mean_layer.weight)

@@ -45,6 +45,7 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from sparsevae._constants import PRIORS
+from sparsevae._shifts import top_abs
 
 # Probabilities are kept inside [_PROB_EPS, 1 - _PROB_EPS] in every log-density so that a mask
 # that has converged to exactly 0 or 1 never produces -inf (and then NaN gradients).
@@ -244,8 +245,12 @@ class PerturbationPrior(nn.Module, ABC):
     def start_training(self) -> None:
         """Called when a training run starts (masked priors: masks are sampled again)."""
 
-    def freeze_masks(self) -> None:
-        """Fix the masks to their readout and drop the sparsity term (masked priors)."""
+    def freeze_masks(self, graph_learned: bool = True) -> None:
+        """Fix the masks to their readout and drop the sparsity term (masked priors).
+
+        ``graph_learned``: whether training has learned the masks before (False when they
+        freeze at the first epoch); readouts that refine a learned graph act only then.
+        """
 
     def resolve_rotation(self, requested: bool | None) -> bool:
         """Whether training gives the latent space its sparsest orientation once.
@@ -315,13 +320,13 @@ class StandardPrior(PerturbationPrior):
 
 
 def _top_abs(shifts: torch.Tensor, n_top: int) -> torch.Tensor:
-    """The ``n_top`` largest ``|shift|`` per row, as a bool mask (NaN rows: none)."""
-    values = torch.nan_to_num(shifts.abs(), nan=-1.0)
-    n_top = min(n_top, values.shape[1])
-    top = torch.argsort(-values, dim=1, stable=True)[:, :n_top]
-    targets = torch.zeros_like(values, dtype=torch.bool)
-    targets.scatter_(1, top, True)
-    return targets & ~torch.isnan(shifts)  # a shift not known (no cells) is no target
+    """The ``n_top`` largest ``|shift|`` per row, as a bool mask (NaN rows: none).
+
+    The package's one top-n readout, :func:`sparsevae._shifts.top_abs` (also the two-stage
+    rival's ``"top-2"``), on the device of ``shifts``.
+    """
+    values = shifts.detach().to(device="cpu", dtype=torch.float64).numpy()
+    return torch.as_tensor(top_abs(values, n_top), device=shifts.device)
 
 
 class DensePrior(PerturbationPrior):

@@ -12,16 +12,23 @@ axes are still mixtures (MCC ~0.5), and 300 more epochs recover only part of the
 shifts sparsest (smallest L1 norm, the convex surrogate of the number of targets), and
 :meth:`~sparsevae.module.SparseShiftVAE.rotate_latents` applies it without changing the
 networks' function. Training then continues on the same objective.
+
+The shifts are the package's one mean latent shift (:mod:`sparsevae._shifts`): from the control
+cells' mean, or, without control cells, from the per-latent median of the perturbations' means
+(the sparsest origin), to which the rotation then also moves the latent origin
+(:func:`shift_origin`, :func:`sparsest_origin`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
 from sparsevae._constants import REGISTRY_KEYS
+from sparsevae._shifts import latent_shifts, shift_reference
 
 
 @torch.no_grad()
@@ -52,16 +59,40 @@ def latent_shift_sums(module, batches: Iterable[dict]) -> tuple[torch.Tensor, to
     return sums, counts
 
 
-def mean_shifts(sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each perturbation's mean latent shift from control, and which rows have cells.
+def _category_means(
+    sums: torch.Tensor, counts: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The perturbations' mean latents (NaN rows: no cells) and control's (``None``: no cells)."""
+    means = (sums / counts.clamp(min=1).unsqueeze(-1)).detach().cpu().numpy()
+    perturbed = np.where((counts[:-1] > 0).cpu().numpy()[:, None], means[:-1], np.nan)
+    return perturbed, (means[-1] if counts[-1] > 0 else None)
 
-    Without control cells the shift is taken from 0 (the prior's mean for unperturbed
-    cells). Returns ``(shifts, rows)`` with shapes (n_perturbations, n_latent) and
-    (n_perturbations,).
+
+def mean_shifts(sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each perturbation's mean latent shift, and which rows have cells.
+
+    The package's one definition (:func:`sparsevae._shifts.latent_shifts`): the mean of the
+    perturbation's cells minus control's, or, without control cells, minus the per-latent
+    median of the perturbations' means (:func:`shift_origin`). ``sums`` and ``counts`` are
+    those of :func:`latent_shift_sums`. Returns ``(shifts, rows)`` with shapes
+    (n_perturbations, n_latent) and (n_perturbations,), on the device and in the dtype of
+    ``sums``; rows without cells have shift 0.
     """
-    means = sums / counts.clamp(min=1).unsqueeze(-1)
-    control = means[-1] if counts[-1] > 0 else torch.zeros_like(means[-1])
-    return means[:-1] - control, counts[:-1] > 0
+    means, control = _category_means(sums, counts)
+    shifts = np.nan_to_num(latent_shifts(means, control), nan=0.0)
+    rows = counts[:-1] > 0
+    return torch.as_tensor(shifts, dtype=sums.dtype, device=sums.device), rows
+
+
+def shift_origin(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """The point that :func:`mean_shifts` measures from, in the latents' coordinates.
+
+    Control's mean latent, or without control cells the per-latent median of the
+    perturbations' means (:func:`sparsevae._shifts.shift_reference`). Shape (n_latent,), on
+    the device and in the dtype of ``sums``.
+    """
+    means, control = _category_means(sums, counts)
+    return torch.as_tensor(shift_reference(means, control), dtype=sums.dtype, device=sums.device)
 
 
 def sparsest_origin(shifts: torch.Tensor) -> torch.Tensor:
@@ -72,10 +103,13 @@ def sparsest_origin(shifts: torch.Tensor) -> torch.Tensor:
     sits off the unshifted perturbations' mean gives every perturbation a small shift: an edge
     for each under a cost that the data can pay. The per-latent median minimises the L1 norm
     of ``shifts - c``, so the perturbations that leave a latent alone (most of them, in a
-    sparse graph) share its origin. ``shifts``: (n_perturbations, n_latent); returns
-    (n_latent,).
+    sparse graph) share its origin. It is the reference of the package's one shift definition
+    without control cells (:func:`sparsevae._shifts.shift_reference`). ``shifts``:
+    (n_perturbations, n_latent); returns (n_latent,), on the device and in the dtype of
+    ``shifts``.
     """
-    return shifts.median(dim=0).values
+    median = shift_reference(shifts.detach().cpu().numpy())
+    return torch.as_tensor(median, dtype=shifts.dtype, device=shifts.device)
 
 
 def sparse_rotation(

@@ -16,8 +16,8 @@ from sparsevae._constants import (
     CLUSTERS_KEY,
     N_CELLS_COLUMN,
     PROFILES_KEY,
-    TARGET_SUM,
 )
+from sparsevae._normalize import log1p_cp10k
 from sparsevae._validation import validate_counts, validate_perturbations
 
 from ._results import _h5ad_safe
@@ -42,14 +42,13 @@ def _profiles(
 ) -> pd.DataFrame:
     """Mean PCA coordinates of each perturbation's cells minus the control (or overall) mean."""
     counts = adata.X if layer is None else adata.layers[layer]
-    # A float copy keeps adata untouched; scanpy normalises and runs PCA on it sparse as it is.
+    # log1p(counts per 10,000) of a float copy (adata stays untouched, sparse stays sparse);
+    # scanpy runs PCA on it.
     work = AnnData(
-        X=counts.astype(np.float32, copy=True),
+        X=log1p_cp10k(counts.astype(np.float32))[0],
         obs=pd.DataFrame(index=adata.obs_names.copy()),
         var=pd.DataFrame(index=adata.var_names.copy()),
     )
-    sc.pp.normalize_total(work, target_sum=TARGET_SUM)
-    sc.pp.log1p(work)
     sc.pp.pca(work, n_comps=n_pcs, random_state=random_state)
     coords = pd.DataFrame(
         work.obsm["X_pca"],
@@ -115,8 +114,8 @@ def cluster_perturbations(
 ) -> pd.DataFrame:
     """Cluster perturbations by their mean expression shift, without a trained model.
 
-    Each perturbation gets a profile: on a copy of the counts, ``sc.pp.normalize_total``
-    (``target_sum=1e4``), ``sc.pp.log1p`` and ``sc.pp.pca`` over all genes (not scaled, so
+    Each perturbation gets a profile: on a copy of the counts, ``log1p(counts per 10,000)``
+    (:func:`sparsevae._normalize.log1p_cp10k`) and ``sc.pp.pca`` over all genes (not scaled, so
     highly expressed genes are not inflated to the weight of noisy ones; subset genes
     beforehand to restrict it), then the mean PCA coordinates of the perturbation's cells minus
     the mean of the control cells (of all cells if ``control`` is None). Combinations such as
