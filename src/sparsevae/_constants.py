@@ -64,6 +64,11 @@ METHODS: dict[str, dict] = {
 #: methods of :data:`METHODS` are trained when named.
 DEFAULT_METHODS: tuple[str, ...] = ("svae+", "svae", "ivae", "beta-vae", "vae")
 
+#: Highly variable genes that a held-out evaluation keeps by default (chosen on each split's
+#: training cells): ``n_top_genes`` of :func:`sparsevae.evaluate.interventional_nll_report`
+#: and ``sparsevae report --n-top-genes``.
+DEFAULT_N_TOP_GENES = 2000
+
 #: Key of the control label in the perturbation field's state registry.
 CONTROL_KEY = "control"
 

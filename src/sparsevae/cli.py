@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,13 +43,60 @@ DEMO_SETTINGS = {
 }
 
 
+class CommandError(Exception):
+    """Bad input to a command (a file, a column, a label, an option): one line, exit status 2.
+
+    Only the steps that read and check what the user gave raise it (:func:`_checking_input`
+    and the commands' own option checks). Any other error is a bug or a failure of the run,
+    and keeps its traceback.
+    """
+
+
+#: What the package's input checks raise (``setup_anndata``, ``SparseVAE(...)``, the
+#: evaluations' argument checks, ``sparsevae._validation``) and what reading a file raises.
+_INPUT_ERRORS = (KeyError, ValueError, TypeError, OSError)
+
+
+@contextlib.contextmanager
+def _checking_input(*, quiet: bool = False):
+    """Errors of the enclosed input checks become :class:`CommandError`.
+
+    ``quiet``: hide the checks' warnings, for checks that the command repeats (and warns
+    about) when it runs.
+    """
+    try:
+        with warnings.catch_warnings():
+            if quiet:
+                warnings.simplefilter("ignore")
+            yield
+    except _INPUT_ERRORS as error:
+        # KeyError's str() quotes its message; keep the message itself.
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise CommandError(str(message)) from error
+
+
+def _output_dir(path: str) -> Path:
+    """``--out``, created if needed."""
+    out = Path(path)
+    with _checking_input():
+        out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _read_data(path: str, backed: bool = False):
+    """The AnnData of ``DATA.h5ad`` (``backed``: counts stay on disk)."""
+    import anndata
+
+    with _checking_input():
+        return anndata.read_h5ad(path, backed="r" if backed else None)
+
+
 def _demo(args: argparse.Namespace) -> int:
     import sparsevae as sv
 
     setting = DEMO_SETTINGS["quick" if args.quick else "full"]
     max_epochs = args.max_epochs or setting["max_epochs"]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_dir(args.out)
     adata = sv.data.simulate_sparse_shift(random_state=args.seed, **setting["simulation"])
     print(
         f"Simulated {adata.n_obs} cells × {adata.n_vars} genes, "
@@ -108,6 +157,22 @@ def _prior_kwargs(text: str) -> dict:
     return value
 
 
+def _positive_int(text: str) -> int:
+    """A count option: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer.")
+    return value
+
+
+def _n_top_genes(text: str) -> int | None:
+    """``--n-top-genes``: a positive number of genes, or ``all`` (``None``)."""
+    return None if text == "all" else _positive_int(text)
+
+
 def _devices(text: str) -> int | list[int] | str:
     """Lightning's ``devices``: ``"2"`` -> 2 devices, ``"0,1"`` -> devices 0 and 1, ``"auto"``."""
     if text == "auto":
@@ -122,32 +187,41 @@ def _devices(text: str) -> int | list[int] | str:
         ) from None
 
 
-def _fit(args: argparse.Namespace) -> int:
-    import anndata
-
-    import sparsevae as sv
-
+def _check_fit_options(args: argparse.Namespace) -> None:
+    """Raise :class:`CommandError` for combinations of ``fit``'s options that do not go."""
     if args.alphas is not None and args.seeds is None:
-        raise ValueError(
+        raise CommandError(
             "--alphas needs --seeds (the runs at each alpha), e.g. --seeds 0 1 2 3 4; for one "
             "fit at one sparsity use --alpha."
         )
     if args.alpha is not None and args.alphas is not None:
-        raise ValueError(
+        raise CommandError(
             "Give --alpha (one sparsity) or --alphas (several, with --seeds), not both."
         )
     if args.seeds is not None and args.strategy is not None:
-        raise ValueError(
+        raise CommandError(
             "--seeds trains one model per seed and alpha in this process; it cannot be "
             "combined with --strategy (distributed training of one model)."
         )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    adata = anndata.read_h5ad(args.data, backed="r" if args.backed else None)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    import sparsevae as sv
+    from sparsevae.tl._stability import _check_alphas, _check_seeds
+
+    _check_fit_options(args)
+    out = _output_dir(args.out)
+    adata = _read_data(args.data, backed=args.backed)
     setup = {
         "layer": args.layer,
         "batch_key": args.batch_key,
         "combination_delimiter": args.combination_delimiter,
+    }
+    model_kwargs = {
+        "n_latent": args.n_latent,
+        "prior": args.prior,
+        "sparsity": args.sparsity,
+        "prior_kwargs": args.prior_kwargs,
     }
     train = {
         "max_epochs": args.max_epochs,
@@ -157,18 +231,23 @@ def _fit(args: argparse.Namespace) -> int:
         "enable_checkpointing": False,
         **({} if args.strategy is None else {"strategy": args.strategy}),
     }
-    if args.seeds is None:
+    # Every check of the data and the options, before anything trains. With --seeds,
+    # edge_stability registers the data and builds its models again (and warns then).
+    alphas = args.alphas if args.alpha is None else [args.alpha]  # for --seeds
+    with _checking_input(quiet=args.seeds is not None):
+        if args.seeds is not None:
+            _check_seeds(args.seeds)
+            _check_alphas(alphas)
         sv.SparseVAE.setup_anndata(
             adata, perturbation_key=args.perturbation_key, control=args.control, **setup
         )
-        model = sv.SparseVAE(
-            adata,
-            n_latent=args.n_latent,
-            prior=args.prior,
-            alpha=args.alpha,
-            sparsity=args.sparsity,
-            prior_kwargs=args.prior_kwargs,
+        model = sv.SparseVAE(adata, alpha=None if alphas is None else alphas[0], **model_kwargs)
+    if args.seeds is not None and model.module.prior.hyperparameters().get("alpha") is None:
+        raise CommandError(
+            "--seeds counts the edges of a sparse graph over runs, which needs a prior with "
+            f"masks: --prior spike_slab (sVAE+) or l1 (sVAE), not --prior {args.prior}."
         )
+    if args.seeds is None:
         model.train(**train)
     else:  # the reference run (first seed, first alpha) is the model written below
         model = sv.tl.edge_stability(
@@ -176,12 +255,9 @@ def _fit(args: argparse.Namespace) -> int:
             args.perturbation_key,
             args.control,
             seeds=args.seeds,
-            alphas=args.alphas if args.alpha is None else [args.alpha],
-            n_latent=args.n_latent,
-            prior=args.prior,
-            sparsity=args.sparsity,
-            prior_kwargs=args.prior_kwargs,
+            alphas=alphas,
             enable_progress_bar=True,
+            **model_kwargs,
             **setup,
             **train,
         )
@@ -252,14 +328,13 @@ def _report_description(args: argparse.Namespace, adata, seconds: float) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
-    import anndata
-
     import sparsevae as sv
+    from sparsevae._validation import validate_setup
+    from sparsevae.model._combinations import validate_combinations
 
     start = time.perf_counter()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    adata = anndata.read_h5ad(args.data)
+    out = _output_dir(args.out)
+    adata = _read_data(args.data)
     if not adata.obs_names.is_unique:
         print("note: cell names are not unique; made unique with obs_names_make_unique()")
         adata.obs_names_make_unique()
@@ -268,6 +343,23 @@ def _report(args: argparse.Namespace) -> int:
     cluster_kwargs = {}
     if args.n_clusters is not None:
         cluster_kwargs = {"method": "hierarchical", "n_clusters": args.n_clusters}
+    # The report's checks of its inputs, before it trains (it runs them again, and warns
+    # then). The perturbation clusters computed here are stored in adata.uns and reused.
+    with _checking_input(quiet=True):
+        validate_setup(adata, args.perturbation_key, args.control, args.layer, args.batch_key)
+        if args.combination_delimiter is not None:
+            validate_combinations(
+                adata, args.perturbation_key, args.control, args.combination_delimiter
+            )
+        sv.evaluate.make_splits(
+            adata,
+            perturbation_key=args.perturbation_key,
+            control=args.control,
+            heldout=heldout,
+            transfer_fraction=args.transfer_fraction,
+            cluster_kwargs=cluster_kwargs,
+            random_state=args.random_state,
+        )
     report = sv.evaluate.interventional_nll_report(
         adata,
         perturbation_key=args.perturbation_key,
@@ -316,9 +408,16 @@ def _report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``sparsevae`` argument parser."""
-    from sparsevae._constants import DEFAULT_METHODS, METHODS, PRIORS
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    from sparsevae._constants import DEFAULT_METHODS, DEFAULT_N_TOP_GENES, METHODS, PRIORS
     from sparsevae.module._masked_priors import SPARSITY_OBJECTIVES
     from sparsevae.module._priors import PRIOR_CLASSES  # the registry: --prior's choices
+
+    # Lightning's names, checked here: a misspelt one fails at once, not when training starts.
+    accelerators = sorted({"auto", "gpu", *AcceleratorRegistry.available_accelerators()})
+    strategies = sorted({"auto", *StrategyRegistry.available_strategies()})
 
     parser = argparse.ArgumentParser(
         prog="sparsevae", description="Sparse mechanism shift VAE for Perturb-seq screens."
@@ -331,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="a small simulation (under a minute on 2 CPU cores)"
     )
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--max-epochs", type=int, default=None)
+    demo.add_argument("--max-epochs", type=_positive_int, default=None)
     demo.add_argument(
         "--methods",
         default=",".join(DEFAULT_METHODS),
@@ -373,14 +472,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="labels such as 'A+B' are sets of single perturbations split at this string",
     )
-    fit.add_argument("--max-epochs", type=int, default=None)
-    fit.add_argument("--batch-size", type=int, default=256)
+    fit.add_argument("--max-epochs", type=_positive_int, default=None)
+    fit.add_argument("--batch-size", type=_positive_int, default=256)
     fit.add_argument(
         "--backed",
         action="store_true",
         help="read counts from disk as needed (anndata backed='r') instead of loading them",
     )
-    fit.add_argument("--accelerator", default="auto", help="Lightning accelerator: cpu, gpu, auto")
+    fit.add_argument(
+        "--accelerator",
+        default="auto",
+        choices=accelerators,
+        help="Lightning accelerator: cpu, gpu, auto, ...",
+    )
     fit.add_argument(
         "--devices",
         type=_devices,
@@ -390,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--strategy",
         default=None,
+        choices=strategies,
+        metavar="STRATEGY",
         help="Lightning strategy, e.g. ddp for distributed data parallel over --devices",
     )
     fit.add_argument(
@@ -438,11 +544,17 @@ def build_parser() -> argparse.ArgumentParser:
         "predicted zero-shot and get the additive baseline",
     )
     rep.add_argument("--seeds", type=int, nargs="+", default=[0])
-    rep.add_argument("--max-epochs", type=int, default=200)
-    rep.add_argument("--n-latent", type=int, default=15)
-    rep.add_argument("--n-particles", type=int, default=1000)
+    rep.add_argument("--max-epochs", type=_positive_int, default=200)
+    rep.add_argument("--n-latent", type=_positive_int, default=15)
+    rep.add_argument("--n-particles", type=_positive_int, default=1000)
     rep.add_argument("--transfer-fraction", type=float, default=0.5)
-    rep.add_argument("--n-top-genes", type=int, default=None, help="HVGs chosen on training cells")
+    rep.add_argument(
+        "--n-top-genes",
+        type=_n_top_genes,
+        default=DEFAULT_N_TOP_GENES,
+        help="highly variable genes chosen on each split's training cells, or all "
+        f"(default: {DEFAULT_N_TOP_GENES}, as sv.evaluate.interventional_nll_report)",
+    )
     rep.add_argument("--random-state", type=int, default=0, help="seed of clusters and splits")
     rep.set_defaults(func=_report)
     return parser
@@ -455,12 +567,14 @@ def main(argv: list[str] | None = None) -> int:
     from sparsevae._quiet import silence_lightning
 
     silence_lightning()
+    from sparsevae.model import NonFiniteLossError
+
     try:
         return args.func(args)
-    except (KeyError, ValueError, OSError, FloatingPointError) as error:
-        # KeyError's str() quotes its message; print the message itself.
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
+    except (CommandError, NonFiniteLossError) as error:
+        # Bad input, or training that diverged (the message names the loss term and step).
+        # Any other error is a bug or a failure of the run: its traceback is shown.
+        print(f"error: {error}", file=sys.stderr)
         return 2
 
 

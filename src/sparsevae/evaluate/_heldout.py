@@ -11,7 +11,7 @@ import pandas as pd
 import scvi
 from anndata import AnnData
 
-from sparsevae._constants import DEFAULT_METHODS
+from sparsevae._constants import DEFAULT_METHODS, DEFAULT_N_TOP_GENES
 from sparsevae._quiet import QUIET_TRAINER
 from sparsevae._validation import validate_counts
 
@@ -257,7 +257,7 @@ def interventional_nll_report(
     n_latent: int = 15,
     transfer_fraction: float = 0.5,
     sparse_transfer: bool = False,
-    n_top_genes: int | None = 2000,
+    n_top_genes: int | None = DEFAULT_N_TOP_GENES,
     layer: str | None = None,
     batch_key: str | None = None,
     combination_delimiter: str | None = None,

@@ -36,22 +36,35 @@ class PerturbationField(CategoricalObsField):
     def register_field(self, adata: AnnData) -> dict:
         # The labels were checked by ``validate_perturbations`` in ``setup_anndata``.
         labels = adata.obs[self._original_attr_key]
-        categories = perturbation_categories(labels)
-        if not isinstance(labels.dtype, CategoricalDtype) or any(
-            not isinstance(c, str) for c in labels.cat.categories
-        ):
-            adata.obs[self._original_attr_key] = labels.astype(str).astype("category")
-        mapping = _make_column_categorical(
-            adata.obs,
-            self._original_attr_key,
-            self.attr_key,
-            categorical_dtype=CategoricalDtype(categories=categories),
-        )
+        mapping = self._write_codes(adata, labels, perturbation_categories(labels))
         return {
             self.CATEGORICAL_MAPPING_KEY: mapping,
             self.ORIGINAL_ATTR_KEY: self._original_attr_key,
             CONTROL_KEY: self.control,
         }
+
+    def _write_codes(self, adata: AnnData, labels: pd.Series, categories) -> np.ndarray:
+        """Write the labels' codes in ``categories`` to the field's own ``obs`` column.
+
+        The user's column is read, never written: its values, dtype and categories stay as
+        they were. The codes go to ``adata.obs[attr_key]`` (``_scvi_perturbation``), as
+        scvi-tools' categorical fields do.
+        """
+        # Built in the registry's order: pandas treats unordered categoricals with the same
+        # categories in another order as equal, so ``astype`` would keep the wrong one and
+        # every code (control's included) would point at another perturbation's row.
+        column = pd.DataFrame(
+            {self._original_attr_key: pd.Categorical(labels.astype(str), categories=categories)},
+            index=adata.obs_names,
+        )
+        mapping = _make_column_categorical(
+            column,
+            self._original_attr_key,
+            self.attr_key,
+            categorical_dtype=CategoricalDtype(categories=categories),
+        )
+        adata.obs[self.attr_key] = column[self.attr_key].to_numpy()
+        return mapping
 
     def transfer_field(
         self, state_registry: dict, adata_target: AnnData, extend_categories: bool = True, **kwargs
@@ -63,16 +76,7 @@ class PerturbationField(CategoricalObsField):
         if new:
             logger.info("Perturbations not seen at registration, appended: %s", new)
         mapping = np.asarray(mapping + new, dtype=object)
-        # Build the column in the registry's order: pandas treats unordered categoricals with
-        # the same categories in another order as equal, so ``astype`` would keep the wrong one
-        # and every code (control's included) would point at another perturbation's row.
-        adata_target.obs[self._original_attr_key] = pd.Categorical(labels, categories=mapping)
-        new_mapping = _make_column_categorical(
-            adata_target.obs,
-            self._original_attr_key,
-            self.attr_key,
-            categorical_dtype=CategoricalDtype(categories=mapping),
-        )
+        new_mapping = self._write_codes(adata_target, labels, mapping)
         return {
             self.CATEGORICAL_MAPPING_KEY: new_mapping,
             self.ORIGINAL_ATTR_KEY: self._original_attr_key,

@@ -373,6 +373,12 @@ class SparseVAE(
             Its message names the term and the step; the model keeps the parameters of the last
             step with a finite loss.
 
+        Warns
+        -----
+        EmptyGraphWarning
+            (a ``UserWarning``, :class:`sparsevae.EmptyGraphWarning`) after training, when most
+            perturbations have no target latent (the sparsity prior pruned their edges).
+
         Randomness (initial weights, minibatch order, validation split, mask noise) comes from
         ``scvi.settings.seed``: set it before building the model. On CPU, the same seed and
         number of threads give identical results.
@@ -447,7 +453,8 @@ class SparseVAE(
 
         For ``"spike_slab"`` / ``"l1"``: ``mu`` where ``pi > 0.5``, else 0. For ``"dense"``:
         ``mu``. For ``"standard"`` (no learned shift): the mean latent representation of the
-        perturbation's cells minus that of control cells (or of all cells without control),
+        perturbation's cells minus that of control cells (without control: minus the
+        per-latent median of the perturbations' means; one definition, :mod:`sparsevae._shifts`),
         computed on ``adata`` (default: the training data), whose perturbations must be known
         to the model. ``perturbations`` selects rows, as in :meth:`get_mask_probabilities`.
         """

@@ -17,6 +17,7 @@ arrays they are given, so no pandas code runs on the file's contents either.
 from __future__ import annotations
 
 import collections
+import importlib
 import io
 import pickle
 import re
@@ -50,6 +51,23 @@ _DTYPES = (
 )
 
 
+def _numpy_reconstruct():
+    """The ``_reconstruct`` of numpy, which every pickled array names.
+
+    numpy 2 keeps it in ``numpy._core.multiarray``; numpy 1.x in ``numpy.core.multiarray``
+    (1.26 also answers ``import numpy._core.multiarray``, but has no ``np._core`` attribute).
+    """
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            return importlib.import_module(module)._reconstruct
+        except (ImportError, AttributeError):
+            continue
+    raise ImportError("numpy has no multiarray._reconstruct (neither numpy 1.x nor 2.x layout)")
+
+
+_RECONSTRUCT = _numpy_reconstruct()
+
+
 def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
     """``_codecs.encode`` as protocol 2 uses it for bytes, and nothing else."""
     if encoding not in ("latin1", "latin-1"):
@@ -66,7 +84,10 @@ def _empty_bytes() -> bytes:
 ALLOWED_GLOBALS: list = [
     np.ndarray,
     np.dtype,
-    np._core.multiarray._reconstruct,
+    # Under both names: files written with numpy 2 name ``numpy._core``, with numpy 1.x
+    # ``numpy.core``; either loads under either numpy.
+    (_RECONSTRUCT, "numpy._core.multiarray._reconstruct"),
+    (_RECONSTRUCT, "numpy.core.multiarray._reconstruct"),
     *_DTYPES,
     (_latin1_bytes, "_codecs.encode"),
     (_empty_bytes, "builtins.bytes"),

@@ -155,7 +155,7 @@ class _Plan:
         return SparseVAE(self.adata, alpha=alpha, **self.model_kwargs)
 
     def train(self, model: SparseVAE) -> float:
-        from sparsevae.model._graph_warning import EmptyGraphWarning
+        from sparsevae.model import EmptyGraphWarning
 
         start = time.perf_counter()
         with warnings.catch_warnings():
