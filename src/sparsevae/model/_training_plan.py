@@ -98,6 +98,11 @@ class SparseVAETrainingPlan(TrainingPlan):
         self._current_step = None
 
     def on_train_start(self):
+        # Lightning >= 2.2 does not put the model in training mode when fitting starts, and
+        # scvi-tools leaves the module in eval mode after a run: a second train() call or a
+        # transfer (whose model is built in eval mode) would otherwise train in eval mode
+        # (batch norm frozen, masks at their hard readout, so without a data gradient).
+        self.train()
         self.module.prior.start_training()
         self.rotate_latents_at = self._rotation_epoch(self.trainer.max_epochs)
         self._last_good = LastGoodParameters(self.module)
@@ -109,8 +114,20 @@ class SparseVAETrainingPlan(TrainingPlan):
             self._rotate_latents()
         if self.freeze_masks_at is None:
             return
-        if self.current_epoch >= int(self.freeze_masks_at * self.trainer.max_epochs):
+        if self.current_epoch >= self._freeze_epoch(self.trainer.max_epochs):
             self.module.prior.freeze_masks(graph_learned=self.current_epoch > 0)
+
+    def _freeze_epoch(self, max_epochs: int) -> int:
+        """The epoch from which the masks are frozen (``freeze_masks_at`` of ``max_epochs``).
+
+        Never the epoch of the rotation: it restarts every mask undecided (pi = 0.5), and a
+        freeze right after it would read an empty graph; the masks then freeze one epoch
+        later, once they have been learned again in the new orientation.
+        """
+        epoch = int(self.freeze_masks_at * max_epochs)
+        if epoch > 0 and epoch == self.rotate_latents_at:
+            epoch += 1
+        return epoch
 
     def _rotation_epoch(self, max_epochs: int) -> int | None:
         """The epoch of the rotation: when the KL warm-up ends, at most half-way.
