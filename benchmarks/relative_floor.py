@@ -35,9 +35,7 @@ def main(regime: str, epochs: int = 200) -> None:
     scvi.settings.seed = 0
     sv.SparseVAE.setup_anndata(adata, perturbation_key="perturbation", control=control)
     truth = adata.uns["true_targets"]
-    model = sv.SparseVAE(
-        adata, n_latent=truth.shape[1], prior_kwargs={"min_relative_shift": 0.0}
-    )
+    model = sv.SparseVAE(adata, n_latent=truth.shape[1], prior_kwargs={"min_relative_shift": 0.0})
     start = time.perf_counter()
     model.train(max_epochs=epochs, **QUIET_TRAINER)
     z = model.get_latent_representation()
