@@ -617,6 +617,190 @@ def _():
     return f"loss finite: {math.isfinite(loss)}, {decade(loss, 'loss')}"
 
 
+# ---- (a) names that must be unique (issue 29) ----------------------------------------------
+def _report(**kwargs):
+    params = {"methods": ("vae",), "heldout": ["P0"], "max_epochs": 1, "n_latent": 2}
+    return sv.evaluate.interventional_nll_report(screen(), **(params | kwargs))
+
+
+@case("unique names", "repeated gene names (`adata.var_names`) at setup")
+def _():
+    adata = screen()
+    adata.var_names = ["gene_0", "gene_0", *adata.var_names[2:]]
+    return setup(adata)
+
+
+@case("unique names", "repeated cell names (`adata.obs_names`) at setup")
+def _():
+    adata = screen()
+    adata.obs_names = ["cell_0", "cell_0", *adata.obs_names[2:]]
+    return setup(adata)
+
+
+@case("unique names", "label 'Control' beside `control='control'`")
+def _():
+    return setup(relabel(screen(), [0, 1, 2], "Control"))
+
+
+@case("unique names", "labels 'P0' and 'P0 ' (a trailing space)")
+def _():
+    adata = screen()
+    p0 = np.flatnonzero(adata.obs["perturbation"].astype(str).to_numpy() == "P0")
+    return setup(relabel(adata, p0[:15], "P0 "))
+
+
+@case("unique names", "labels 'P0' and 'p0' (case only)")
+def _():
+    adata = screen()
+    p0 = np.flatnonzero(adata.obs["perturbation"].astype(str).to_numpy() == "P0")
+    return setup(relabel(adata, p0[:15], "p0"))
+
+
+@case("unique names", "combination label 'P0+P0' with `combination_delimiter='+'`")
+def _():
+    adata = screen()
+    p4 = np.flatnonzero(adata.obs["perturbation"].astype(str).to_numpy() == "P4")
+    return setup(relabel(adata, p4[:15], "P0+P0"), combination_delimiter="+")
+
+
+@case("unique names", "`get_mask_probabilities(['P0', 'P1', 'P0'])`")
+def _():
+    model, _ = trained()
+    model.get_mask_probabilities(["P0", "P1", "P0"])
+
+
+@case("unique names", "`transfer(adata)` with the new label 'p0' beside the learned 'P0'")
+def _():
+    model, _ = trained()
+    adata = screen()
+    new = relabel(adata, slice(None), "p0")[:30].copy()
+    return f"transferred; perturbation_names[-1] = {model.transfer(new).perturbation_names[-1]!r}"
+
+
+@case("unique names", "`interventional_nll_report(methods=('vae', 'vae'))`")
+def _():
+    _report(methods=("vae", "vae"))
+
+
+@case("unique names", "`interventional_nll_report(heldout=['P0', 'P1', 'P0'])`")
+def _():
+    _report(heldout=["P0", "P1", "P0"])
+
+
+@case("unique names", "`identifiability_report(seeds=(0, 0))`")
+def _():
+    sv.evaluate.identifiability_report(screen(), methods=("vae",), seeds=(0, 0), max_epochs=1)
+
+
+@case("unique names", "`write_results(adata, model, key_added='umap')` with `obsm['X_umap']`")
+def _():
+    model, _ = trained()
+    adata = screen()
+    adata.obsm["X_umap"] = np.zeros((adata.n_obs, 2))
+    sv.tl.write_results(adata, model, key_added="umap")
+    return f"written; obsm['X_umap'] has {adata.obsm['X_umap'].shape[1]} columns"
+
+
+# ---- (b) arguments with which a call would do nothing (issue 29) ---------------------------
+@case("no-op arguments", "`train(max_epochs=0)`")
+def _():
+    _model_for_faults().train(max_epochs=0, **QUIET_TRAINER)
+
+
+@case("no-op arguments", "`train(train_size=0)` (scvi-tools reads 0 as 0.9)")
+def _():
+    _model_for_faults().train(max_epochs=1, train_size=0, **QUIET_TRAINER)
+
+
+@case("no-op arguments", "`train(lr=0)`")
+def _():
+    _model_for_faults().train(max_epochs=1, lr=0, **QUIET_TRAINER)
+
+
+@case("no-op arguments", "`get_mask_probabilities(perturbations=[])`")
+def _():
+    model, _ = trained()
+    model.get_mask_probabilities(perturbations=[])
+
+
+@case("no-op arguments", "`get_intervention_targets(n_top=0)`")
+def _():
+    model, _ = trained()
+    model.get_intervention_targets(n_top=0)
+
+
+@case("no-op arguments", "`get_treatment_effect(perturbation='control')` (the reference)")
+def _():
+    model, _ = trained()
+    effect = model.get_treatment_effect(screen()[:30].copy(), perturbation="control", n_samples=1)
+    return f"returned; every gene's effect is 0: {bool((effect == 0).all())}"
+
+
+@case("no-op arguments", "`predict(adata, perturbation='P1', indices=[])`")
+def _():
+    model, _ = trained()
+    model.predict(screen()[:30].copy(), perturbation="P1", indices=[])
+
+
+@case("no-op arguments", "`interventional_nll_report(methods=[])`")
+def _():
+    _report(methods=[])
+
+
+@case("no-op arguments", "`interventional_nll_report(n_top_genes=0)`")
+def _():
+    _report(n_top_genes=0)
+
+
+@case("no-op arguments", "`edge_stability(seeds=(0,))`, one seed")
+def _():
+    adata = screen()
+    sv.tl.edge_stability(
+        adata, "perturbation", "control", seeds=(0,), n_latent=4, n_hidden=16, max_epochs=2,
+        **QUIET_TRAINER,
+    )  # fmt: skip
+    frequencies = set(adata.uns["edge_stability"]["edges"]["frequency"])
+    return f"returned; every frequency is 0 or 1: {frequencies <= {0.0, 1.0}}"
+
+
+# ---- (c) learning again what the model knows (issue 29) ------------------------------------
+@case("learning again", "`transfer(model.adata)` (the training data)")
+def _():
+    model, _ = trained()
+    model.transfer(model.adata)
+
+
+@case("learning again", "`transfer(adata)` holding only learned perturbations")
+def _():
+    model, _ = trained()
+    adata = screen()
+    model.transfer(adata[adata.obs["perturbation"].isin(["P0", "P1"])].copy())
+
+
+@case("learning again", "`transfer(adata)` holding a new and a learned perturbation")
+def _():
+    model, _ = trained()
+    adata = screen()
+    adata = adata[adata.obs["perturbation"].isin(["P0", "P1"])].copy()
+    adata = relabel(adata, np.flatnonzero(adata.obs["perturbation"] == "P0"), "P9")
+    return f"transferred; new perturbation_names: {model.transfer(adata).perturbation_names[6:]}"
+
+
+@case("learning again", "`train()` a second time")
+def _():
+    model = _model_for_faults()
+    model.train(max_epochs=1, **QUIET_TRAINER)
+    model.train(max_epochs=1, **QUIET_TRAINER)
+    return f"trained again; epochs in the history: {len(model.history['elbo_train'])}"
+
+
+@case("learning again", "`setup_anndata` again with another control after a model was built")
+def _():
+    model = _model_for_faults()
+    setup(model.adata, control=None)
+    return f"registered; the model's control is still {model.control!r}"
+
+
 # ---- runner -------------------------------------------------------------------------------
 def outcome(function) -> tuple[str, str]:
     with warnings.catch_warnings(record=True) as caught:

@@ -333,5 +333,8 @@ def test_trains_through_the_public_api(name, tmp_path):
     for key, value in model.module.prior.state_dict().items():
         torch.testing.assert_close(loaded.module.prior.state_dict()[key], value)
 
-    copied = model.transfer(data)  # nothing to learn: the copy keeps the prior's options
+    new = data[data.obs["perturbation"] == "P0"].copy()
+    new.obs["perturbation"] = "PX"  # an unseen label: the copy keeps the prior's options
+    copied = model.transfer(new)
+    assert copied.perturbation_names == [*model.perturbation_names, "PX"]
     assert copied.module.prior.hyperparameters() == model.module.prior.hyperparameters()

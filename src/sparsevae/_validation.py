@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -73,6 +74,124 @@ def _missing_layer(layer, adata: AnnData) -> KeyError:
         f"layer={layer!r} is not in adata.layers.{did_you_mean(layer, layers)} Layers: "
         f"{layers}. Pass the layer that holds raw counts, or layer=None to use adata.X."
     )
+
+
+# ---- names that must be unique, lists that must not be empty ------------------------------
+def repeated(values: Iterable) -> list:
+    """The values that occur more than once in ``values``, in order of first occurrence."""
+    values = list(values)
+    counts = Counter(values)
+    return [value for value in dict.fromkeys(values) if counts[value] > 1]
+
+
+def unique_values(values, name: str, *, example: str, why: str) -> list:
+    """``values`` as a list; raise ``ValueError`` if it is empty or repeats a value.
+
+    ``name`` is the argument's name, ``example`` a valid value of it (shown in the error), and
+    ``why`` what a repeat would do. A single string or number counts as one value.
+    """
+    if isinstance(values, str | int | float | np.number):
+        values = [values]
+    values = list(values)
+    if not values:
+        raise ValueError(
+            f"{name} is empty, so the call would do nothing; pass at least one value, e.g. "
+            f"{name}={example}."
+        )
+    twice = repeated(values)
+    if twice:
+        raise ValueError(
+            f"{name}={values!r} repeats {twice}: {why}. Pass each value once, e.g. "
+            f"{name}={list(dict.fromkeys(values))!r}."
+        )
+    return values
+
+
+def validate_indices(indices) -> None:
+    """Raise if ``indices`` (a getter's subset of cells) selects no cell."""
+    if indices is not None and len(indices) == 0:
+        raise ValueError(
+            "indices selects no cell of adata, so there is nothing to compute; pass the "
+            "positions of the cells to use, or indices=None for every cell."
+        )
+
+
+def validate_unique_names(adata: AnnData) -> None:
+    """Raise if gene names repeat; warn if cell names do.
+
+    Genes are matched to the model's by name (new data, ``load``, ``transfer``) and every
+    gene-level output is indexed by name, so a repeated gene name is an error. Training does
+    not depend on cell names; the outputs indexed by cell do, so repeated ones warn.
+    """
+    if not adata.var_names.is_unique:
+        genes = list(repeated(adata.var_names))
+        raise ValueError(
+            f"adata.var_names are not unique: {len(genes)} gene name(s) occur more than once "
+            f"(e.g. {_shown(genes)}). Genes are matched to the model's by name and every "
+            "gene-level output (expression, treatment effects, loadings) is indexed by it. "
+            "Make them unique first, e.g. `adata.var_names_make_unique()`, or sum the counts "
+            "of genes that share a name."
+        )
+    if not adata.obs_names.is_unique:
+        cells = list(repeated(adata.obs_names))
+        warnings.warn(
+            f"adata.obs_names are not unique: {len(cells)} cell name(s) occur more than once "
+            f"(e.g. {_shown(cells)}). Training does not use them, but outputs indexed by cell "
+            "(get_normalized_expression, predict, held-out splits) cannot tell those cells "
+            "apart. Make them unique first: `adata.obs_names_make_unique()`.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def _canonical(label: str) -> str:
+    return str(label).strip().casefold()
+
+
+def check_label_variants(
+    perturbation_key: str, control: str | None, new: Iterable[str], known: Iterable[str] = ()
+) -> None:
+    """Refuse labels that are another label up to surrounding spaces or case.
+
+    ``new``: labels to check (at setup, all of them); ``known``: labels a trained model has
+    already learned (at transfer). A label that is the control label up to case or spaces, or
+    another label up to spaces, raises (its cells would be learned as a perturbation of their
+    own); labels that differ only in case warn (different genes can be spelt so).
+    """
+    new, known = [str(c) for c in new], [str(c) for c in known]
+    groups: dict[str, list[str]] = {}
+    for label in dict.fromkeys([*known, *new]):
+        groups.setdefault(_canonical(label), []).append(label)
+    new_set = set(new)
+    clashes = [group for group in groups.values() if len(group) > 1 and new_set & set(group)]
+    column = f"adata.obs[{perturbation_key!r}]"
+    if control is not None:
+        like_control = [c for c in groups.get(_canonical(control), []) if c != control]
+        like_control = [c for c in like_control if c in new_set]
+        if like_control:
+            raise ValueError(
+                f"{column} has the label(s) {like_control} besides control={control!r}; they "
+                "differ from it only in case or surrounding spaces, so their cells would be "
+                "learned as a perturbation with a shift of its own. If they are control cells, "
+                f"relabel them, e.g. `{column} = {column}.astype(str).replace("
+                f"{{{like_control[0]!r}: {control!r}}})`; if not, give them a distinct name."
+            )
+    spaced = [group for group in clashes if len({c.strip() for c in group}) < len(group)]
+    if spaced:
+        raise ValueError(
+            f"{column} has labels that differ only in surrounding spaces: {spaced[:5]}. Each "
+            "would be learned as a perturbation of its own. Strip them first: "
+            f"`{column} = {column}.astype(str).str.strip()`."
+        )
+    if clashes:
+        warnings.warn(
+            f"{column} has labels that differ only in case: {clashes[:5]}. They are learned as "
+            "different perturbations; if they are the same, give them one spelling, e.g. "
+            f"`{column} = {column}.astype(str).replace({{{clashes[0][1]!r}: "
+            f"{clashes[0][0]!r}}})`.",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 # ---- the AnnData and its keys -------------------------------------------------------------
@@ -303,9 +422,11 @@ def validate_labels(adata: AnnData, perturbation_key: str) -> None:
 def validate_perturbations(adata: AnnData, perturbation_key: str, control: str | None) -> list[str]:
     """Check the perturbation column and return its categories in model order.
 
-    Raises for missing or empty labels, a ``control`` label that does not occur, and labels that
-    leave nothing to learn (only control, or a single perturbation without control). Warns for
-    perturbations with fewer than ``MIN_CELLS_PER_PERTURBATION`` cells (they are kept).
+    Raises for missing or empty labels, a ``control`` label that does not occur, labels that
+    leave nothing to learn (only control, or a single perturbation without control), and labels
+    that are the control label or another label up to case or surrounding spaces
+    (:func:`check_label_variants`). Warns for perturbations with fewer than
+    ``MIN_CELLS_PER_PERTURBATION`` cells (they are kept) and labels that differ only in case.
     """
     validate_labels(adata, perturbation_key)
     labels = adata.obs[perturbation_key]
@@ -316,6 +437,7 @@ def validate_perturbations(adata: AnnData, perturbation_key: str, control: str |
             f"{did_you_mean(control, categories)} Labels include {categories[:10]}. Pass the "
             "label of unperturbed cells, or control=None if there are none."
         )
+    check_label_variants(perturbation_key, control, categories)
     if control is not None and len(categories) == 1:
         raise ValueError(
             f"adata.obs[{perturbation_key!r}] holds only the control label {control!r}; at "
@@ -386,6 +508,7 @@ def validate_setup(
             "adata.obs. Make it an AnnData of its own first: `adata = adata[cells].copy()`."
         )
     validate_keys(adata, perturbation_key, layer, batch_key)
+    validate_unique_names(adata)
     if for_trained_model:
         validate_labels(adata, perturbation_key)
     else:

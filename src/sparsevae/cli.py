@@ -134,6 +134,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _methods(text: str) -> list[str]:
     """``--methods``: comma-separated names of ``sv.evaluate.METHODS``."""
     from sparsevae._constants import METHODS
+    from sparsevae._validation import repeated
 
     methods = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -141,7 +142,30 @@ def _methods(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(
             f"--methods {text!r}: unknown {unknown}; choose from {', '.join(METHODS)}."
         )
+    if twice := repeated(methods):
+        raise argparse.ArgumentTypeError(
+            f"--methods {text!r} repeats {twice}: each method would be trained and reported "
+            f"twice; name each once, e.g. {','.join(dict.fromkeys(methods))}."
+        )
     return methods
+
+
+def _heldout(text: str) -> list[str]:
+    """``--heldout``: comma-separated perturbations, each named once."""
+    from sparsevae._validation import repeated
+
+    names = [part.strip() for part in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(
+            f"--heldout {text!r} has an empty name; give perturbations separated by commas, "
+            "e.g. P0,P1, or leave --heldout out to hold out each perturbation cluster."
+        )
+    if twice := repeated(names):
+        raise argparse.ArgumentTypeError(
+            f"--heldout {text!r} repeats {twice}; name each held-out perturbation once, e.g. "
+            f"{','.join(dict.fromkeys(names))}."
+        )
+    return names
 
 
 def _prior_kwargs(text: str) -> dict:
@@ -330,6 +354,7 @@ def _report_description(args: argparse.Namespace, adata, seconds: float) -> str:
 def _report(args: argparse.Namespace) -> int:
     import sparsevae as sv
     from sparsevae._validation import validate_setup
+    from sparsevae.evaluate._identifiability import check_methods_and_seeds
     from sparsevae.model._combinations import validate_combinations
 
     start = time.perf_counter()
@@ -339,13 +364,14 @@ def _report(args: argparse.Namespace) -> int:
         print("note: cell names are not unique; made unique with obs_names_make_unique()")
         adata.obs_names_make_unique()
     methods = args.methods
-    heldout = args.heldout.split(",") if args.heldout else "clusters"
+    heldout = args.heldout or "clusters"
     cluster_kwargs = {}
     if args.n_clusters is not None:
         cluster_kwargs = {"method": "hierarchical", "n_clusters": args.n_clusters}
     # The report's checks of its inputs, before it trains (it runs them again, and warns
     # then). The perturbation clusters computed here are stored in adata.uns and reused.
     with _checking_input(quiet=True):
+        check_methods_and_seeds(methods, args.seeds, args.max_epochs)
         validate_setup(adata, args.perturbation_key, args.control, args.layer, args.batch_key)
         if args.combination_delimiter is not None:
             validate_combinations(
@@ -532,7 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated methods of {', '.join(METHODS)}",
     )
     rep.add_argument(
-        "--heldout", default=None, help="comma-separated perturbations (default: each cluster)"
+        "--heldout",
+        default=None,
+        type=_heldout,
+        help="comma-separated perturbations (default: each cluster)",
     )
     rep.add_argument(
         "--n-clusters", type=int, default=None, help="hierarchical clusters (default: leiden)"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -18,7 +20,7 @@ from sparsevae._validation import validate_counts
 from ._cells import _exclude_empty_cells, _fresh, _select_genes
 from ._effects import EFFECT_COLUMNS
 from ._heldout_effects import _effect_context, _predicted_changes, _score
-from ._identifiability import method_kwargs
+from ._identifiability import check_methods_and_seeds, method_kwargs
 from ._splits import EVALUATION, EXCLUDED, TRAIN, TRANSFER, HeldoutSplit, make_splits
 
 logger = logging.getLogger(__name__)
@@ -77,15 +79,33 @@ def transfer_and_score(
     Returns
     -------
     ``(transferred_model, nll)``: the model that knows the held-out perturbations, and the NLL
-    of each evaluation cell (nats, in ``evaluation``'s order).
+    of each evaluation cell (nats, in ``evaluation``'s order). When ``transfer`` holds only
+    perturbations the model has learned (combinations of trained singles, predicted
+    zero-shot), nothing is transferred and ``model`` itself is returned; combinations of
+    trained singles beside new perturbations are scored as such, without the warning
+    :meth:`~sparsevae.SparseVAE.transfer` gives for them.
 
     Examples
     --------
     >>> transferred, nll = sv.evaluate.transfer_and_score(model, transfer, evaluation)
     >>> pd.Series(nll).groupby(evaluation.obs["perturbation"].to_numpy()).mean()
     """
+    from sparsevae.model._transfer import ALREADY_LEARNED, learned_labels
+
     use_sparse = model.module.prior.effective_sparse_transfer(sparse)
-    transferred = model.transfer(transfer, sparse=use_sparse, **QUIET_TRAINER)
+    key = model.registry_["setup_args"]["perturbation_key"]
+    labels = transfer.obs[key].astype(str).unique() if key in transfer.obs else []
+    labels = [label for label in labels if label != model.control]
+    known = model.perturbation_names
+    if (
+        labels
+        and learned_labels(labels, known, model.control, model.combination_delimiter) == labels
+    ):
+        transferred = model  # zero-shot: nothing new to learn
+    else:
+        with warnings.catch_warnings():  # learned combinations are scored zero-shot, by design
+            warnings.filterwarnings("ignore", message=re.escape(ALREADY_LEARNED))
+            transferred = model.transfer(transfer, sparse=use_sparse, **QUIET_TRAINER)
     scvi.settings.seed = int(seed)
     return transferred, transferred.get_interventional_nll(evaluation, n_particles=n_particles)
 
@@ -351,14 +371,16 @@ def interventional_nll_report(
     """
     from tqdm.auto import tqdm
 
-    for method in methods:
-        method_kwargs(method)
+    methods, seeds = check_methods_and_seeds(methods, seeds, max_epochs)
     if n_particles < 1:
         raise ValueError(f"n_particles must be >= 1, got {n_particles}.")
     if n_boot < 0:
         raise ValueError(f"n_boot must be >= 0 (0: no intervals), got {n_boot}.")
-    if not seeds:
-        raise ValueError("seeds is empty; pass at least one seed, e.g. seeds=(0,).")
+    if n_top_genes is not None and not n_top_genes >= 1:
+        raise ValueError(
+            f"n_top_genes={n_top_genes!r} would select no gene to train on; pass a positive "
+            f"number of highly variable genes (default {DEFAULT_N_TOP_GENES}), or None for all."
+        )
     validate_counts(adata, layer)
     if batch_key is not None and batch_key not in adata.obs:
         raise KeyError(f"batch_key={batch_key!r} is not a column of adata.obs.")

@@ -15,6 +15,7 @@ from anndata import AnnData
 from sparsevae._constants import DEFAULT_METHODS, METHODS
 from sparsevae._quiet import QUIET_TRAINER
 from sparsevae._shifts import latent_shifts, top_abs
+from sparsevae._validation import unique_values
 from sparsevae.metrics import graph_scores, linear_r2, mean_correlation_coefficient
 from sparsevae.module._rotation import sparse_rotation
 
@@ -38,6 +39,37 @@ def method_kwargs(method: str) -> dict:
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose from {list(METHODS)}.")
     return dict(METHODS[method])
+
+
+def check_methods_and_seeds(
+    methods: Sequence[str], seeds: Sequence[int], max_epochs: int | None
+) -> tuple[list[str], list[int]]:
+    """The reports' ``methods`` and ``seeds`` as lists; raise for lists that train nothing.
+
+    Raises for an empty or repeating list (a repeat would train the same model again and
+    report its rows twice), an unknown method, and ``max_epochs`` below 1.
+    """
+    methods = unique_values(
+        methods,
+        "methods",
+        example=f"{DEFAULT_METHODS!r}",
+        why="each repeat would train the same method again and report its rows twice",
+    )
+    for method in methods:
+        method_kwargs(method)
+    seeds = unique_values(
+        seeds,
+        "seeds",
+        example="(0,)",
+        why="a seed repeats the same training run (training is deterministic for a seed) and "
+        "would report its rows twice",
+    )
+    if max_epochs is not None and not max_epochs >= 1:
+        raise ValueError(
+            f"max_epochs={max_epochs!r}: every model needs at least one epoch of training; pass "
+            "a positive number of epochs."
+        )
+    return methods, seeds
 
 
 def latent_mean_shifts(
@@ -164,10 +196,17 @@ def identifiability_report(
     """
     from sparsevae.model import SparseVAE
 
+    methods, seeds = check_methods_and_seeds(methods, seeds, max_epochs)
     _check_simulated(adata)
     true_targets = pd.DataFrame(adata.uns["true_targets"])
     if train_perturbations is None:
         train_perturbations = list(true_targets.index)
+    train_perturbations = unique_values(
+        train_perturbations,
+        "train_perturbations",
+        example=f"{list(true_targets.index[:2])!r} (or None for all)",
+        why="the ground truth would count their rows twice",
+    )
     missing = set(train_perturbations) - set(true_targets.index)
     if missing:
         raise ValueError(f"train_perturbations not in the simulation: {sorted(missing)[:5]}.")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from sparsevae._validation import validate_perturbations
+from sparsevae._validation import repeated, validate_perturbations
 
 logger = logging.getLogger(__name__)
 
@@ -151,9 +151,20 @@ def make_splits(
     sets = _heldout_sets(
         adata, heldout, perturbation_key, control, cluster_key, random_state, cluster_kwargs or {}
     )
+    if not sets:
+        raise ValueError(
+            f"heldout={heldout!r} defines no split, so nothing would be held out; pass "
+            "'clusters', a list of perturbations or a dict {split name: perturbations}."
+        )
     labels = adata.obs[perturbation_key].astype(str).to_numpy()
     splits = []
     for index, (name, held) in enumerate(sets.items()):
+        twice = repeated(held)
+        if twice:
+            raise ValueError(
+                f"Split {name!r} holds out {twice} more than once; name each held-out "
+                f"perturbation once, e.g. {list(dict.fromkeys(held))!r}."
+            )
         unknown = sorted(set(held) - set(perturbations))
         if unknown:
             raise ValueError(

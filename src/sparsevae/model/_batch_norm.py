@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from ._model import SparseVAE
+    from scvi.model.base import BaseModelClass
 
 
 class _InferenceAndGenerative(nn.Module):
@@ -39,7 +39,7 @@ class _InferenceAndGenerative(nn.Module):
             return self.module(tensors, compute_loss=False)
 
 
-def recalibrate_batch_norm(model: SparseVAE, batch_size: int = 256) -> int:
+def recalibrate_batch_norm(model: BaseModelClass, batch_size: int = 256) -> int:
     """Recompute every batch-norm layer's running statistics on the training cells.
 
     Uses ``model.train_indices`` (all cells if the model has none), shuffled minibatches of

@@ -10,6 +10,7 @@ the empty set. The priors sum the singles' shifts (see
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,7 +20,7 @@ from anndata import AnnData
 from scvi.data.fields import BaseAnnDataField
 
 from sparsevae._constants import CONTROL_KEY
-from sparsevae._validation import did_you_mean, validate_labels
+from sparsevae._validation import did_you_mean, repeated, validate_labels
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +36,22 @@ def split_label(label: str, delimiter: str, control: str | None) -> list[str]:
     label = str(label)
     if control is not None and label == control:
         return []
-    parts = [part.strip() for part in label.split(delimiter)]
-    return list(dict.fromkeys(parts))
+    return list(dict.fromkeys(_parts(label, delimiter)))
+
+
+def _parts(label: str, delimiter: str) -> list[str]:
+    """The parts of ``label`` between delimiters, stripped, repeats kept."""
+    return [part.strip() for part in str(label).split(delimiter)]
 
 
 def validate_combinations(
     adata: AnnData, perturbation_key: str, control: str | None, delimiter: str
 ) -> None:
-    """Raise for labels with empty parts and for the control label inside a combination."""
+    """Raise for labels with empty parts and for the control label inside a combination.
+
+    Warns for labels that name a single twice (``"A+A"``): a cell's perturbations are a set,
+    so the label is registered as ``{A}``.
+    """
     if not isinstance(delimiter, str) or delimiter == "":
         raise ValueError(
             f"combination_delimiter must be a non-empty string such as '+', got {delimiter!r}."
@@ -52,6 +61,7 @@ def validate_combinations(
             f"control={control!r} contains combination_delimiter={delimiter!r}; control must "
             "be a single label. Rename the control cells' label or choose another delimiter."
         )
+    as_sets = {}
     for label in adata.obs[perturbation_key].astype(str).unique():
         parts = split_label(label, delimiter, control)
         if any(part == "" for part in parts):
@@ -66,6 +76,17 @@ def validate_combinations(
                 f"control label {control!r} with perturbations. Control is the empty set: drop "
                 f"it from the combination (e.g. {rest!r})."
             )
+        if label != control and repeated(_parts(label, delimiter)):
+            as_sets[label] = delimiter.join(parts)
+    if as_sets:
+        warnings.warn(
+            f"adata.obs[{perturbation_key!r}] has {len(as_sets)} label(s) that name a single "
+            f"perturbation more than once: {dict(list(as_sets.items())[:5])} (label: as "
+            "registered). A cell's perturbations are a set, each shifted once; if a repeat "
+            "means a larger dose, give it a label of its own.",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def single_categories(labels: pd.Series, delimiter: str, control: str | None) -> list[str]:
@@ -177,6 +198,13 @@ def parse_perturbation(
     label = str(label)
     if control is not None and label == control:
         return []
+    twice = repeated(_parts(label, delimiter)) if delimiter else []
+    if twice:
+        once = delimiter.join(dict.fromkeys(_parts(label, delimiter)))
+        raise ValueError(
+            f"perturbation={label!r} names {twice} more than once; a combination is a set of "
+            f"singles, each shifted once. Name each single once, e.g. {once!r}."
+        )
     parts = split_label(label, delimiter, control) if delimiter else [label]
     unknown = [part for part in parts if part not in set(known)]
     if unknown:

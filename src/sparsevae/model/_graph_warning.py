@@ -13,7 +13,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._model import SparseVAE
+    from scvi.model.base import BaseModelClass
 
 #: The warning fires when more than this fraction of the perturbations has no target.
 EMPTY_GRAPH_FRACTION = 0.5
@@ -24,7 +24,7 @@ class EmptyGraphWarning(UserWarning):
 
 
 def warn_if_graph_is_empty(
-    model: SparseVAE, fraction: float = EMPTY_GRAPH_FRACTION, stacklevel: int = 3
+    model: BaseModelClass, fraction: float = EMPTY_GRAPH_FRACTION, stacklevel: int = 3
 ) -> None:
     """Warn when more than ``fraction`` of the perturbations have no target latent.
 

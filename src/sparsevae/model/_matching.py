@@ -21,7 +21,7 @@ from sparsevae._validation import did_you_mean, validate_counts
 from ._combinations import split_label, unknown_singles_message
 
 if TYPE_CHECKING:
-    from ._model import SparseVAE
+    from scvi.model.base import BaseModelClass
 
 _SHOWN = 5
 
@@ -55,12 +55,12 @@ def check_same_genes(expected: Sequence[str], adata: AnnData) -> None:
     )
 
 
-def model_genes(model: SparseVAE) -> list[str]:
+def model_genes(model: BaseModelClass) -> list[str]:
     """The genes the model was set up with, in order."""
     return list(_field_state(model.registry_, REGISTRY_KEYS.X_KEY)["column_names"])
 
 
-def unknown_perturbation_error(model: SparseVAE, unknown: Sequence[str]) -> ValueError:
+def unknown_perturbation_error(model: BaseModelClass, unknown: Sequence[str]) -> ValueError:
     """The error for perturbation labels that the model has not learned."""
     known = model.perturbation_names
     if model.control is not None and model.control in unknown:
@@ -77,7 +77,7 @@ def unknown_perturbation_error(model: SparseVAE, unknown: Sequence[str]) -> Valu
     )
 
 
-def unknown_perturbations(model: SparseVAE, adata: AnnData) -> list[str]:
+def unknown_perturbations(model: BaseModelClass, adata: AnnData) -> list[str]:
     """Labels (singles, for combination setups) of ``adata`` that the model has not learned.
 
     ``adata`` must be registered with the model; registration appends unseen labels after the
@@ -101,7 +101,7 @@ NEEDS_PRIOR = (
 )
 
 
-def warn_unknown_perturbations(model: SparseVAE, adata: AnnData, getter: str) -> None:
+def warn_unknown_perturbations(model: BaseModelClass, adata: AnnData, getter: str) -> None:
     """Warn that ``adata`` holds labels the model has not learned, at a getter that needs none.
 
     The encoder reads counts only, so such getters are right for any cells; the warning says
@@ -121,7 +121,7 @@ def warn_unknown_perturbations(model: SparseVAE, adata: AnnData, getter: str) ->
     )
 
 
-def check_known_perturbations(model: SparseVAE, adata: AnnData) -> None:
+def check_known_perturbations(model: BaseModelClass, adata: AnnData) -> None:
     """Raise if ``adata`` (registered with the model) holds perturbations it has not learned."""
     unseen = unknown_perturbations(model, adata)
     if unseen and model.combination_delimiter is not None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,12 @@ from ._matching import DataChecksMixin
 from ._names import NamesMixin
 from ._predict import PredictionMixin
 from ._safe_load import SafeSaveLoadMixin
-from ._training_plan import SparseVAETrainingPlan
+from ._training_checks import (
+    check_training_arguments,
+    warn_if_models_keep_another_setup,
+    warn_if_schedule_restarts,
+)
+from ._training_plan import SparseVAETrainingPlan, TransferTrainingPlan
 from ._transfer import TransferMixin
 
 logger = logging.getLogger(__name__)
@@ -216,6 +222,10 @@ class SparseVAE(
             + f"{n_perturbed} perturbations."
         )
         self.init_params_ = self._get_init_params(locals())
+        type(self)._models.add(self)
+
+    #: Models alive now (weakly held): setup_anndata warns when it re-registers their data.
+    _models: ClassVar[weakref.WeakSet] = weakref.WeakSet()
 
     # ---- registration --------------------------------------------------------------------
     @classmethod
@@ -257,13 +267,17 @@ class SparseVAE(
         ValueError
             For non-integer (e.g. log-normalised), negative or non-finite counts, cells with
             zero counts, missing or empty labels or batches, a ``control`` label that does not
-            occur, only control cells, or a single perturbation without control.
+            occur, only control cells, or a single perturbation without control; for repeated
+            gene names, and for labels that are the control label up to case or surrounding
+            spaces, or another label up to surrounding spaces.
 
         Warns
         -----
         UserWarning
-            For genes without counts and perturbations with fewer than 10 cells; both are
-            kept.
+            For genes without counts and perturbations with fewer than 10 cells (both are
+            kept), repeated cell names, labels that differ only in case, and when a model
+            built on ``adata`` has another setup (it keeps its own; the new setup applies to
+            models built from now on).
 
         Every check runs here, before training, over every count (sparse matrices are read
         through their stored values, never densified).
@@ -293,6 +307,8 @@ class SparseVAE(
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
             perturbation_field,
         ]
+        if "source_registry" not in kwargs:  # not a replay of a trained model's setup
+            warn_if_models_keep_another_setup(cls._models, adata, setup_method_args["setup_args"])
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
@@ -372,21 +388,41 @@ class SparseVAE(
             (a ``FloatingPointError``) when a loss term or a gradient becomes NaN or infinite.
             Its message names the term and the step; the model keeps the parameters of the last
             step with a finite loss.
+        ValueError
+            Before training, for arguments with which it would learn nothing: ``max_epochs``
+            below 1, ``batch_size`` below 1, ``lr`` or ``lr_prior`` not positive, ``train_size``
+            outside (0, 1] (scvi-tools would read 0 as 0.9).
 
         Warns
         -----
         EmptyGraphWarning
             (a ``UserWarning``, :class:`sparsevae.EmptyGraphWarning`) after training, when most
             perturbations have no target latent (the sparsity prior pruned their edges).
+        UserWarning
+            When the model is already trained and the new schedule restarts part of it (see
+            below).
 
         Randomness (initial weights, minibatch order, validation split, mask noise) comes from
         ``scvi.settings.seed``: set it before building the model. On CPU, the same seed and
         number of threads give identical results.
+
+        Training a trained model again continues from its parameters (as scvi-tools does; the
+        history gains the new epochs and the cached latent means are recomputed), but under a
+        new schedule: the KL warm-up starts again from 0 and, for sVAE+, the rotation runs again
+        and every mask restarts undecided. That warns; pass ``n_epochs_kl_warmup=None,
+        rotate_latents=False`` to only refine the model, or build a new one to start afresh.
         """
         if max_epochs is None:
             max_epochs = default_max_epochs(self.adata.n_obs)
             logger.info("max_epochs not given: %d for %d cells.", max_epochs, self.adata.n_obs)
+        n_cells = self.adata.n_obs
+        check_training_arguments(
+            n_cells, default_max_epochs(n_cells), max_epochs, batch_size, lr, lr_prior,
+            kwargs.get("train_size"),
+        )  # fmt: skip
         warmup = None if n_epochs_kl_warmup is None else min(n_epochs_kl_warmup, max_epochs)
+        if self.is_trained_ and not issubclass(self._training_plan_cls, TransferTrainingPlan):
+            warn_if_schedule_restarts(self.module.prior, max_epochs, warmup, rotate_latents)
         self._latent_mean_cache = None  # the latents change
         strategy = kwargs.get("strategy")
         if isinstance(strategy, str) and strategy in _DDP_WITHOUT_UNUSED_PARAMETERS:
@@ -485,8 +521,20 @@ class SparseVAE(
 
         Masked priors: ``pi > threshold``. Mask-free priors (iVAE, VAE): the ``n_top`` latents
         with the largest absolute shift per perturbation (the paper's readout).
-        ``perturbations`` selects rows, as in :meth:`get_mask_probabilities`.
+        ``perturbations`` selects rows, as in :meth:`get_mask_probabilities`. A ``threshold``
+        outside [0, 1) or an ``n_top`` below 1 would select nothing, and raises.
         """
+        if not 0 <= threshold < 1:
+            raise ValueError(
+                f"threshold={threshold!r} must be in [0, 1): no mask probability exceeds 1, so "
+                "no edge would be a target. The default is 0.5."
+            )
+        if isinstance(n_top, bool) or not isinstance(n_top, int | np.integer) or n_top < 1:
+            raise ValueError(
+                f"n_top={n_top!r} must be a positive integer: the latents with the largest "
+                "|shift| that the mask-free priors count as targets (0 selects none). The "
+                "default is 2."
+            )
         self._check_if_trained(warn=True)
         shifts = torch.as_tensor(self._category_shifts(None, None, "evaluation_shifts"))
         targets = self.module.prior.targets(shifts, threshold, n_top).cpu().numpy()

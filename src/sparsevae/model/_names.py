@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from sparsevae._constants import CONTROL_KEY, REGISTRY_KEYS
+from sparsevae._validation import unique_values
 
 from ._matching import unknown_perturbation_error
 
@@ -68,11 +69,20 @@ class NamesMixin:
     def _select(
         self, frame: pd.DataFrame, perturbations: str | Sequence[str] | None
     ) -> pd.DataFrame:
-        """Rows of ``frame`` for ``perturbations`` (all if ``None``); raise for unknown ones."""
+        """Rows of ``frame`` for ``perturbations`` (all if ``None``).
+
+        Raises for unknown names, for an empty selection (it would return nothing) and for
+        repeated names (their rows would be returned twice).
+        """
         if perturbations is None:
             return frame
         names = [perturbations] if isinstance(perturbations, str) else list(perturbations)
-        names = [str(name) for name in names]
+        names = unique_values(
+            [str(name) for name in names],
+            "perturbations",
+            example=f"{self.perturbation_names[:2]!r} (or None for every perturbation)",
+            why="their rows would be returned twice",
+        )
         unknown = [name for name in names if name not in frame.index]
         if unknown:
             raise unknown_perturbation_error(self, unknown)

@@ -19,6 +19,7 @@ of real cells; ``"expected"`` takes the decoder's expected expression instead.
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -28,6 +29,7 @@ from anndata import AnnData
 
 from sparsevae._constants import REGISTRY_KEYS
 from sparsevae._normalize import log1p_cp10k
+from sparsevae._validation import validate_indices
 
 from ._combinations import parse_perturbation
 from ._matching import check_known_perturbations, warn_unknown_perturbations
@@ -113,6 +115,7 @@ class PredictionMixin:
         ``latent_change(tensors, device)`` if given. Each cell's observed library size (total
         counts) is appended to the list ``libraries`` if one is given.
         """
+        validate_indices(indices)
         module = self.module
         module.eval()
         device = next(module.parameters()).device
@@ -361,6 +364,12 @@ class PredictionMixin:
         -------
         Series indexed by gene.
 
+        Warns
+        -----
+        UserWarning
+            When ``perturbation`` and ``reference`` are the same perturbation (the same set of
+            singles): the effect is zero by construction.
+
         Examples
         --------
         >>> control = adata[adata.obs["perturbation"] == "control"].copy()
@@ -384,6 +393,17 @@ class PredictionMixin:
                     "reference=... (a perturbation the effect is measured against)."
                 )
             reference = self.control
+        known, delimiter = self.perturbation_names, self.combination_delimiter
+        if sorted(parse_perturbation(perturbation, known, delimiter, self.control)) == sorted(
+            parse_perturbation(reference, known, delimiter, self.control)
+        ):
+            warnings.warn(
+                f"perturbation={perturbation!r} and reference={reference!r} are the same "
+                "perturbation, so the effect is zero by construction. Pass the perturbation to "
+                "measure and, as reference, another one (by default the control label).",
+                UserWarning,
+                stacklevel=3,
+            )
         self._check_if_trained(warn=True)
         adata = self._validate_anndata(adata)
         check_known_perturbations(self, adata)

@@ -9,21 +9,49 @@ from __future__ import annotations
 
 import inspect
 import logging
+import warnings
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from anndata import AnnData
 
-from sparsevae._validation import validate_counts
+from sparsevae._constants import REGISTRY_KEYS
+from sparsevae._validation import (
+    check_label_variants,
+    perturbation_categories,
+    validate_counts,
+    validate_indices,
+)
 
+from ._combinations import split_label
 from ._matching import check_known_perturbations, check_same_genes, model_genes
 from ._training_plan import TransferTrainingPlan
 
 if TYPE_CHECKING:
-    from ._model import SparseVAE
+    from typing import Self
 
 logger = logging.getLogger(__name__)
+
+#: Start of the warning of :meth:`TransferMixin.transfer` for labels the model has learned.
+ALREADY_LEARNED = "adata holds perturbation(s) the model has already learned"
+
+
+def learned_labels(
+    labels: Iterable[str], known: Iterable[str], control: str | None, delimiter: str | None
+) -> list[str]:
+    """The ``labels`` (control excluded) every perturbation of which is in ``known``.
+
+    With a combination ``delimiter``, a label is learned when each of its singles is.
+    """
+    known = set(known)
+    return [
+        label
+        for label in map(str, labels)
+        if label != control
+        and set(split_label(label, delimiter, control) if delimiter else [label]) <= known
+    ]
 
 
 class TransferMixin:
@@ -42,13 +70,14 @@ class TransferMixin:
         batch_size: int = 256,
         lr_prior: float = 1e-2,
         **train_kwargs,
-    ) -> SparseVAE:
+    ) -> Self:
         """A copy of this model that also knows the perturbations of ``adata`` it has not seen.
 
         Encoder, decoder and dispersion are frozen; only the new perturbations' prior
         parameters are learned from ``adata``'s cells (the paper's transfer step). Every
         parameter the model already had is copied unchanged, and this model is not modified.
-        Perturbations in ``adata`` that the model knows keep their parameters. ``adata`` needs
+        Perturbations in ``adata`` that the model knows keep their parameters (a warning names
+        them), and data with nothing new to learn are refused. ``adata`` needs
         no ``setup_anndata``: it is registered with this model's setup, and its new labels are
         appended to the model's categories.
 
@@ -73,14 +102,65 @@ class TransferMixin:
         -------
         A new :class:`SparseVAE` whose ``adata`` is ``adata``. For ``"standard"`` priors (VAE,
         beta-VAE) there is nothing to learn: the copy only knows the new labels.
+
+        Raises
+        ------
+        ValueError
+            When ``adata`` holds no perturbation the model has not learned (only known ones,
+            only control cells, or the model's own training data): there would be nothing to
+            learn. Also for ``max_epochs`` or ``batch_size`` below 1, and for a new label that
+            is a known one up to surrounding spaces, or the control label up to case or
+            spaces.
+
+        Warns
+        -----
+        UserWarning
+            When ``adata`` also holds perturbations the model has learned (named in the
+            warning): they are not learned again, and keep their parameters; and for a new
+            label that is a known one up to case.
         """
         self.module.prior.check_transfer(sparse)
         self._check_if_trained(warn=False)
         if adata.n_obs == 0:
             raise ValueError("adata has no cells: transfer needs cells of the new perturbations.")
+        if not max_epochs >= 1:
+            raise ValueError(
+                f"max_epochs={max_epochs!r}: the new perturbations' rows need at least one "
+                "epoch where they are trained (sparse=True, learned variances); pass a positive "
+                "number (default 100)."
+            )
+        if batch_size is not None and not batch_size >= 1:
+            raise ValueError(
+                f"batch_size={batch_size!r}: a minibatch needs at least one cell; pass a "
+                "positive size (default 256)."
+            )
+        if adata is self.adata:
+            raise ValueError(self._nothing_new_message(adata, own_data=True))
         check_same_genes(model_genes(self), adata)
         validate_counts(adata, self.registry_["setup_args"].get("layer"), warn_empty_genes=False)
         manager = self.adata_manager.transfer_fields(adata, extend_categories=True)
+        mapping = manager.get_state_registry(REGISTRY_KEYS.PERTURBATION_KEY).categorical_mapping
+        new_names = [str(c) for c in mapping[len(self._categories) :]]
+        key = self._perturbation_registry.original_key
+        check_label_variants(key, self.control, new_names, known=self._categories)
+        if not new_names:
+            raise ValueError(self._nothing_new_message(adata, own_data=False))
+        learned = learned_labels(
+            perturbation_categories(adata.obs[key]),
+            self.perturbation_names,
+            self.control,
+            self.combination_delimiter,
+        )
+        if learned:
+            warnings.warn(
+                f"{ALREADY_LEARNED}: {learned[:10]}{' ...' if len(learned) > 10 else ''}. "
+                f"transfer learns only the new one(s), {new_names[:10]}; the learned ones keep "
+                "their trained parameters, and their cells in adata do not change them. Leave "
+                "those cells out to silence this; to learn a perturbation again from other "
+                "cells, train a model without it and transfer it.",
+                UserWarning,
+                stacklevel=2,
+            )
         cls = type(self)
         cls.register_manager(manager)
 
@@ -134,6 +214,34 @@ class TransferMixin:
                 new._latent_mean_cache = cache
         return new
 
+    def _nothing_new_message(self, adata: AnnData, own_data: bool) -> str:
+        """The error of :meth:`transfer` for data that hold no perturbation to learn."""
+        key = self._perturbation_registry.original_key
+        labels = perturbation_categories(adata.obs[key]) if key in adata.obs else []
+        perturbed = [label for label in labels if label != self.control]
+        if own_data:
+            what = "adata is the data this model was trained on"
+        elif not perturbed:
+            what = f"adata holds only control cells ({self.control!r})"
+        else:
+            what = (
+                f"adata holds no perturbation the model has not learned: its labels "
+                f"{perturbed[:10]}{' ...' if len(perturbed) > 10 else ''} are all known to it"
+            )
+        zero_shot = (
+            " Combinations of learned singles need no transfer: predict them directly, e.g. "
+            "`model.predict(control_cells, perturbation='A+B')`."
+            if self.combination_delimiter is not None
+            else ""
+        )
+        return (
+            f"{what}, so transfer would learn nothing and return a copy of this model: it "
+            "learns only new perturbations and keeps every learned one as it is. Pass cells "
+            "of perturbations the model has not seen; to score or predict these cells, use "
+            "the model's getters directly (e.g. `model.get_interventional_nll(adata)`)."
+            f"{zero_shot}"
+        )
+
     @torch.inference_mode()
     def get_interventional_nll(
         self,
@@ -175,6 +283,7 @@ class TransferMixin:
         check_known_perturbations(self, adata)
         if n_particles < 1:
             raise ValueError(f"n_particles must be >= 1, got {n_particles}.")
+        validate_indices(indices)
         self.module.eval()
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         log_lik = [

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from sparsevae._validation import unique_values
+
 from ._utils import finish, label_fontsize, new_axes, symmetric_limit
 
 if TYPE_CHECKING:
@@ -37,10 +39,18 @@ def _top_genes(
     if n_genes < 1:
         raise ValueError(f"n_genes must be at least 1, got {n_genes!r}.")
     known = list(dict.fromkeys(loadings["latent"].astype(str)))
-    latents = known if latents is None else [str(latent) for latent in latents]
+    if latents is not None:
+        latents = [latents] if isinstance(latents, str) else latents
+        latents = unique_values(
+            [str(latent) for latent in latents],
+            "latents",
+            example=f"{known[:2]!r} (or None for all)",
+            why="their genes would be drawn twice",
+        )
+    latents = known if latents is None else latents
     unknown = [latent for latent in latents if latent not in known]
-    if unknown or not latents:
-        raise ValueError(f"latents {unknown or latents} not in loadings; choose from {known}.")
+    if unknown:
+        raise ValueError(f"latents {unknown} not in loadings; choose from {known}.")
     if min_expression > 0:
         expressed = loadings[_EXPRESSION] >= min_expression
         if not expressed.any():

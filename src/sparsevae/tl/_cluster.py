@@ -20,7 +20,7 @@ from sparsevae._constants import (
 from sparsevae._normalize import log1p_cp10k
 from sparsevae._validation import validate_counts, validate_perturbations
 
-from ._results import _h5ad_safe
+from ._results import _check_key_added, _h5ad_safe
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
@@ -151,7 +151,9 @@ def cluster_perturbations(
     control
         Label of unperturbed cells, or None if there are none.
     key_added
-        Key under which results are stored in ``adata.uns`` and ``adata.obs``.
+        Key under which results are stored in ``adata.uns`` and ``adata.obs``. An earlier
+        result of ``cluster_perturbations`` there is replaced; other data at that key are too,
+        with a warning.
     layer
         Layer with the raw counts; ``adata.X`` if None.
     method
@@ -239,6 +241,13 @@ def cluster_perturbations(
             "genes; at least 2 of each are needed, and n_pcs must be at least 1."
         )
 
+    _check_key_added(
+        adata,
+        key_added,
+        (CLUSTERS_KEY, PROFILES_KEY, CLUSTER_PARAMS_KEY),
+        "cluster_perturbations",
+        obs=True,
+    )
     labels = adata.obs[perturbation_key].astype(str)
     profiles = _profiles(adata, labels, perturbations, control, layer, n_comps, random_state)
     if method == "leiden":

@@ -26,7 +26,7 @@ import scvi
 from sparsevae._quiet import QUIET_TRAINER
 from sparsevae.metrics import match_latents
 
-from ._results import _h5ad_safe
+from ._results import _check_key_added, _h5ad_safe
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -316,12 +316,14 @@ def edge_stability(
     control
         Label of the control cells, or ``None``.
     seeds
-        Training seeds (``scvi.settings.seed``), distinct.
+        Training seeds (``scvi.settings.seed``), distinct; a single seed warns (each
+        frequency is then 0 or 1).
     alphas
         Sparsity levels (``SparseVAE(alpha=...)``), distinct and positive. ``None``: the
         model's default, one alpha = the number of perturbations (stored as that number).
     key_added
-        Key of ``adata.uns`` to write.
+        Key of ``adata.uns`` to write. An earlier result of ``edge_stability`` there is
+        replaced; other data are too, with a warning.
     threshold
         An edge of a run is ``pi > threshold`` (the model's readout).
     n_match_cells
@@ -360,7 +362,8 @@ def edge_stability(
     -----
     UserWarning
         For a run whose matched latents correlate poorly with the reference's (mean
-        ``|r|`` below 0.5): its edges may count for the wrong latents.
+        ``|r|`` below 0.5): its edges may count for the wrong latents. For a single seed, and
+        before overwriting data at ``uns[key_added]`` that ``edge_stability`` did not write.
 
     Examples
     --------
@@ -377,8 +380,17 @@ def edge_stability(
         raise ValueError(f"n_match_cells must be at least 2 (or None), got {n_match_cells!r}.")
     if not isinstance(n_jobs, int | np.integer) or n_jobs < 1:
         raise ValueError(f"n_jobs must be a positive integer, got {n_jobs!r}.")
-    if not isinstance(key_added, str) or not key_added:
-        raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
+    _check_key_added(
+        adata, key_added, (EDGES_KEY, RUNS_KEY, MATCHING_KEY, PARAMS_KEY), "edge_stability"
+    )
+    if len(seeds) == 1:
+        warnings.warn(
+            f"edge_stability with one seed ({seeds[0]}) trains one model per alpha, so every "
+            "edge's frequency is 0 or 1: it measures no stability. Pass several seeds, e.g. "
+            "seeds=(0, 1, 2, 3, 4).",
+            UserWarning,
+            stacklevel=2,
+        )
     plan = _Plan(
         adata, perturbation_key, control, *_split_kwargs(model_and_train_kwargs),
         cells=_matching_cells(adata.n_obs, n_match_cells, random_state), threshold=threshold,
