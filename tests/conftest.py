@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import scvi
 import torch
@@ -75,6 +76,19 @@ def small_simulation(**kwargs):
     }
     params.update(kwargs)
     return sv.data.simulate_sparse_shift(**params)
+
+
+def batched_model(n_latent: int, max_epochs: int):
+    """A small sVAE+ with a batch covariate (every third cell in b0), and its data."""
+    data = small_simulation()
+    data.obs["batch"] = np.where(np.arange(data.n_obs) % 3 == 0, "b0", "b1")
+    scvi.settings.seed = 0
+    sv.SparseVAE.setup_anndata(
+        data, perturbation_key="perturbation", control="control", batch_key="batch"
+    )
+    model = sv.SparseVAE(data, n_latent=n_latent, n_hidden=16)
+    model.train(max_epochs=max_epochs, **QUIET)
+    return model, data
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import torch
 
 import sparsevae as sv
 
-from .conftest import QUIET, small_simulation
+from .conftest import QUIET, batched_model, small_simulation
 
 
 @torch.inference_mode()
@@ -74,14 +74,7 @@ def test_loadings_on_a_subset_of_cells(trained):
 
 
 def test_loadings_with_batches_keep_each_cells_batch():
-    data = small_simulation()
-    data.obs["batch"] = np.where(np.arange(data.n_obs) % 3 == 0, "b0", "b1")
-    scvi.settings.seed = 0
-    sv.SparseVAE.setup_anndata(
-        data, perturbation_key="perturbation", control="control", batch_key="batch"
-    )
-    model = sv.SparseVAE(data, n_latent=3, n_hidden=16)
-    model.train(max_epochs=2, **QUIET)
+    model, data = batched_model(n_latent=3, max_epochs=2)
     loadings = model.get_latent_gene_loadings(batch_size=25)
     expected, _ = _direct_loadings(model, data, 1.0)
     wide = _wide(loadings).loc[model.latent_names, list(data.var_names)]

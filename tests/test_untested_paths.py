@@ -23,7 +23,7 @@ from sparsevae.model._graph_warning import EmptyGraphWarning
 from sparsevae.model._training_plan import SparseVAETrainingPlan
 from sparsevae.module import SpikeSlabPrior
 
-from .conftest import QUIET, small_simulation
+from .conftest import QUIET, batched_model, small_simulation
 
 HELDOUT = ["P4", "P5"]
 
@@ -168,15 +168,7 @@ def test_a_second_train_call_trains_in_training_mode(adata, monkeypatch):
 @pytest.fixture(scope="module")
 def batched():
     """A small sVAE+ whose decoder takes a batch covariate (every third cell in b0)."""
-    data = small_simulation()
-    data.obs["batch"] = np.where(np.arange(data.n_obs) % 3 == 0, "b0", "b1")
-    scvi.settings.seed = 0
-    sv.SparseVAE.setup_anndata(
-        data, perturbation_key="perturbation", control="control", batch_key="batch"
-    )
-    model = sv.SparseVAE(data, n_latent=4, n_hidden=16)
-    model.train(max_epochs=3, **QUIET)
-    return model, data
+    return batched_model(n_latent=4, max_epochs=3)
 
 
 def test_iwelbo_with_batches_is_each_cells_importance_weighted_elbo(batched):
