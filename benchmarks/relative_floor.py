@@ -40,7 +40,9 @@ def main(regime: str, epochs: int = 200) -> None:
     model.train(max_epochs=epochs, **QUIET_TRAINER)
     z = model.get_latent_representation()
     pi = model.get_mask_probabilities().loc[truth.index]
-    mu = pd.DataFrame(model.module.prior.mu.detach().cpu().numpy(), index=model._categories)
+    mu = pd.DataFrame(
+        model.module.prior.mu.detach().cpu().numpy(), index=model.knowledge.categories
+    )
     mu = mu.loc[truth.index]
     mu.columns = pi.columns
     on = pi > 0.5

@@ -113,7 +113,7 @@ def assert_transfer_kept_old_parameters(model, before: dict, after: dict) -> int
     ``before``: the source's state dict before transfer; ``after``: the new model's. Returns
     the number of old categories (the new rows start there).
     """
-    n_old = len(model._categories)
+    n_old = len(model.knowledge.categories)
     for key, value in before.items():
         assert torch.equal(model.module.state_dict()[key], value), key  # source untouched
         if after[key].shape == value.shape:

@@ -445,7 +445,9 @@ def test_training_again_warns_what_the_new_schedule_restarts(adata):
     with pytest.warns(UserWarning, match=r"already trained.*warms up again.*rotated again"):
         model.train(max_epochs=2, **QUIET)
     assert len(model.history["elbo_train"]) == 2 * n_epochs  # continued, history kept
-    assert model._latent_mean_cache is None  # the latents changed: recomputed when needed
+    assert (
+        model.knowledge.cached_latent_means is None
+    )  # the latents changed: recomputed when needed
     _no_warning(
         lambda: model.train(max_epochs=1, n_epochs_kl_warmup=None, rotate_latents=False, **QUIET)
     )

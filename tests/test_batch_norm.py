@@ -71,7 +71,7 @@ def test_recalibration_changes_buffers_only_and_clears_the_latent_cache():
         if "running" in k and not torch.equal(v, buffers[k])
     ]
     assert changed
-    assert model._latent_mean_cache is None
+    assert model.knowledge.cached_latent_means is None
 
 
 def test_no_batch_norm_nothing_to_do():

@@ -133,7 +133,7 @@ def test_fit_with_another_prior_and_its_options(tmp_path):
     data.write_h5ad(path)
     args = ["fit", str(path), "--perturbation-key", "perturbation", "--control", "control"]
     out = tmp_path / "fit"
-    extra = ["--prior", "dip_vae", "--prior-kwargs", '{"lambda_od": 2.0}', "--max-epochs", "2"]
+    extra = ["--prior", "dip-vae", "--prior-kwargs", '{"lambda_od": 2.0}', "--max-epochs", "2"]
     assert main([*args, *extra, "--out", str(out)]) == 0
     model = sv.SparseVAE.load(str(out / "model"), adata=data)
     assert model.module.prior.hyperparameters()["lambda_od"] == 2.0

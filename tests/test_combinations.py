@@ -11,6 +11,7 @@ from torch.distributions import Normal, kl_divergence
 
 import sparsevae as sv
 from sparsevae.module import SpikeSlabPrior
+from sparsevae.module import _readouts as readouts
 
 from .conftest import QUIET, small_simulation
 
@@ -68,7 +69,11 @@ def test_one_label_per_cell_and_padded_sets_give_the_same_prior():
     prior.eval()
     assert torch.equal(prior.cell_mean(single), prior.cell_mean(padded))
     pair = prior.cell_mean(torch.tensor([[1, 2]]))[0]
-    assert torch.allclose(pair, prior.shifts()[1] + prior.shifts()[2])
+    assert torch.allclose(
+        pair,
+        readouts.evaluation_shifts(prior, lambda: None)[1]
+        + readouts.evaluation_shifts(prior, lambda: None)[2],
+    )
 
 
 # ---- registration -----------------------------------------------------------------------------
@@ -82,7 +87,7 @@ def test_setup_registers_singles_and_sets():
     assert model.module.prior.n_perturbations == 7
     codes = adata.obsm["_sparsevae_perturbation_set"]
     assert codes.shape == (adata.n_obs, 2)
-    names = np.asarray(model._categories)
+    names = np.asarray(model.knowledge.categories)
     pair = np.flatnonzero(adata.obs["perturbation"] == "P0+P1")[0]
     control = np.flatnonzero(adata.obs["perturbation"] == "control")[0]
     assert list(names[codes[pair].astype(int)]) == ["P0", "P1"]

@@ -101,7 +101,7 @@ def _model_with_known_prior(prior):
 def test_target_table_lists_targets_with_pi_and_shift():
     model = _model_with_known_prior("spike_slab")
     prior = model.module.prior
-    codes = {name: model._categories.index(name) for name in model.perturbation_names}
+    codes = {name: model.knowledge.categories.index(name) for name in model.perturbation_names}
     with torch.no_grad():
         prior.logits.fill_(-4.0)
         prior.mu.copy_(torch.arange(prior.mu.numel(), dtype=torch.float32).reshape(prior.mu.shape))

@@ -1,4 +1,4 @@
-"""Label-conditional priors with learned variances: ``"dense_var"`` (iVAE) and ``"clap"``."""
+"""Label-conditional priors with learned variances: ``"ivae-var"`` (iVAE) and ``"clap"``."""
 
 from __future__ import annotations
 
@@ -22,12 +22,13 @@ from sparsevae.module import (
     SparseShiftVAE,
     make_prior,
 )
+from sparsevae.module import _readouts as readouts
 from sparsevae.module._label_priors import MAX_ABS_LOG_VARIANCE
 from sparsevae.module._prior_base import Minibatch
 
 from .conftest import QUIET, assert_transfer_kept_old_parameters, small_simulation
 
-NAMES = ["dense_var", "clap"]
+NAMES = ["ivae-var", "clap"]
 HELDOUT = ["P4", "P5"]
 
 
@@ -112,7 +113,7 @@ def test_dense_var_sets_add_means_and_log_variances_and_control_is_fixed():
     pz = prior.distribution(codes)
     torch.testing.assert_close(pz.scale[0].square(), lv[1].exp() * lv[2].exp())
     # readouts as iVAE: |mu| of perturbed rows, control 0
-    shifts = prior.evaluation_shifts(lambda: None)
+    shifts = readouts.evaluation_shifts(prior, lambda: None)
     assert torch.equal(shifts[0], torch.zeros(3)) and torch.equal(shifts[1:], mu[1:])
 
 
@@ -205,15 +206,17 @@ def test_clap_readouts_shift_core_latents_only():
     pi = prior.mask_probabilities()
     expected = torch.tensor([[1.0, 1, 1, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 0, 0]])
     assert torch.equal(pi, expected)
-    shifts = prior.evaluation_shifts(lambda: None).detach()
+    shifts = readouts.evaluation_shifts(prior, lambda: None).detach()
     assert torch.equal(shifts[:, 3:], torch.zeros(4, 2)) and torch.equal(shifts[1], torch.zeros(5))
     assert torch.equal(shifts[[0, 2, 3], :3], prior.mu.detach()[[0, 2, 3]])
-    assert torch.equal(prior.edge_shifts(lambda: None), prior.evaluation_shifts(lambda: None))
+    assert torch.equal(
+        readouts.edge_shifts(prior, lambda: None), readouts.evaluation_shifts(prior, lambda: None)
+    )
     big_style = shifts.clone()
     big_style[:, 3:] = 100.0  # never a target, however large
-    targets = prior.targets(big_style, 0.5, 2)
+    targets = readouts.targets(prior, big_style, 0.5, 2)
     assert not targets[:, 3:].any() and targets[:, :3].sum(dim=1).tolist() == [2] * 4
-    top = prior.targets(shifts, 0.5, 1)
+    top = readouts.targets(prior, shifts, 0.5, 1)
     assert top[0, :3].tolist() == (shifts[0, :3].abs() == shifts[0, :3].abs().max()).tolist()
 
 
@@ -299,10 +302,10 @@ def test_clap_options_defaults_and_errors(adata):
         with pytest.raises(ValueError, match="n_styl"):  # the unknown key is named
             sv.SparseVAE(adata, prior=name, prior_kwargs={"n_styl": 1})
     with pytest.raises(ValueError, match="n_style"):
-        sv.SparseVAE(adata, prior="dense_var", prior_kwargs={"n_style": 1})
+        sv.SparseVAE(adata, prior="ivae-var", prior_kwargs={"n_style": 1})
     with pytest.raises(ValueError, match="rotate_latents=True"):
         make_prior("clap", 5, 10, 0).resolve_rotation(True)
-    assert METHODS["ivae-var"] == {"prior": "dense_var"} and METHODS["clap"] == {"prior": "clap"}
+    assert METHODS["ivae-var"] == {"prior": "ivae-var"} and METHODS["clap"] == {"prior": "clap"}
 
 
 # ---- the IWELBO ------------------------------------------------------------------------
@@ -422,7 +425,7 @@ def test_trains_on_combinations(name):
 
 @pytest.mark.parametrize(
     ("name", "prior_kwargs"),
-    [("dense_var", None), ("clap", {"n_style": 1, "predictor_weight": 0.5})],
+    [("ivae-var", None), ("clap", {"n_style": 1, "predictor_weight": 0.5})],
 )
 def test_transfer_learns_the_new_variances_and_leaves_everything_else(
     name, prior_kwargs, monkeypatch

@@ -126,5 +126,9 @@ def test_new_data_get_the_models_category_codes(trained, tmp_path):
     )
     model.save(tmp_path / "model")
     loaded = sv.SparseVAE.load(tmp_path / "model", adata=fresh())
-    assert loaded._categories == model._categories == ["control", *(f"P{i}" for i in range(6))]
+    assert (
+        loaded.knowledge.categories
+        == model.knowledge.categories
+        == ["control", *(f"P{i}" for i in range(6))]
+    )
     pd.testing.assert_frame_equal(loaded.get_mask_probabilities(), model.get_mask_probabilities())

@@ -22,7 +22,7 @@ from sparsevae.module._prior_base import Minibatch
 
 from .conftest import QUIET, small_simulation
 
-NAMES = ("beta_tcvae", "dip_vae", "factorvae")
+NAMES = ("beta-tcvae", "dip-vae", "factorvae")
 CODES = torch.zeros(4, dtype=torch.long)  # labels are ignored
 
 
@@ -283,16 +283,16 @@ def test_defaults_and_registration():
         assert prior.mask_probabilities().sum() == 0
         assert prior.shift_parameters() == []
     methods = {m: kw["prior"] for m, kw in METHODS.items()}
-    assert methods["beta-tcvae"] == "beta_tcvae"
-    assert methods["dip-vae"] == "dip_vae"
+    assert methods["beta-tcvae"] == "beta-tcvae"
+    assert methods["dip-vae"] == "dip-vae"
     assert methods["factorvae"] == "factorvae"
 
 
 @pytest.mark.parametrize(
     ("name", "options"),
     [
-        ("beta_tcvae", {"tc_beta": 3.0}),
-        ("dip_vae", {"lambda_od": 2.0, "dip_type": "ii"}),
+        ("beta-tcvae", {"tc_beta": 3.0}),
+        ("dip-vae", {"lambda_od": 2.0, "dip_type": "ii"}),
         ("factorvae", {"gamma": 10.0, "discriminator_hidden": 8, "discriminator_layers": 1}),
     ],
 )

@@ -62,11 +62,11 @@ def test_setup_accepts_valid_screens_and_maps_every_label(adata, use_control):
         return
     _setup(adata, control)
     model = sv.SparseVAE(adata, n_latent=2, n_hidden=4)
-    assert set(model._categories) == distinct
+    assert set(model.knowledge.categories) == distinct
     assert model.control == control
     assert set(model.perturbation_names) == distinct - {control}
     codes = adata.obs["_scvi_perturbation"].to_numpy()
-    np.testing.assert_array_equal(np.asarray(model._categories)[codes], labels)
+    np.testing.assert_array_equal(np.asarray(model.knowledge.categories)[codes], labels)
 
 
 @FAST

@@ -126,7 +126,7 @@ def test_latent_shifts_are_perturbation_means_minus_control():
     z = model.get_latent_representation(data)
     labels = data.obs["perturbation"].astype(str).to_numpy()
     control = z[labels == "control"].mean(axis=0)
-    names = list(model._categories)
+    names = list(model.knowledge.categories)
     for name in model.perturbation_names:
         code = names.index(name)
         assert bool(rows[code])

@@ -48,7 +48,7 @@ def test_setup_leaves_the_perturbation_column_as_it_was(kind):
     assert after.dtype == before.dtype
     # The model reads the labels from its own column: each cell's code names its label.
     model = sv.SparseVAE(adata, n_latent=2, n_hidden=8)
-    categories = np.asarray(model._categories)
+    categories = np.asarray(model.knowledge.categories)
     np.testing.assert_array_equal(categories[adata.obs[CODES].to_numpy()], _as_text(before))
     assert model.control == control
 

@@ -1,7 +1,8 @@
 """One definition of a perturbation's mean latent shift, and of the top-n graph readout.
 
 The in-training rotation (``mean_shifts`` from sums and counts), a model's empirical shifts
-(``SparseVAE._empirical_shifts``) and the two-stage rival (``sv.evaluate.latent_mean_shifts``)
+(``SparseVAE.knowledge.empirical_shifts``) and the two-stage rival
+(``sv.evaluate.latent_mean_shifts``)
 all measure the same shift: the category's mean latent minus control's, or without control
 cells minus the per-latent median of the perturbations' means (``sparsevae._shifts``).
 """
@@ -20,6 +21,7 @@ from anndata import AnnData
 import sparsevae as sv
 from sparsevae._shifts import latent_shifts, shift_reference, top_abs
 from sparsevae.model._training_plan import SparseVAETrainingPlan
+from sparsevae.module import _readouts as readouts
 from sparsevae.module._rotation import latent_shift_sums, mean_shifts, shift_origin
 
 from .conftest import QUIET, small_simulation
@@ -74,7 +76,7 @@ def _rotation_path(z, labels, with_control: bool) -> pd.DataFrame:
 
 
 def _model_path(z, labels, with_control: bool, monkeypatch) -> pd.DataFrame:
-    """``SparseVAE._empirical_shifts`` of a model whose latents are ``z``."""
+    """``SparseVAE.knowledge.empirical_shifts`` of a model whose latents are ``z``."""
     rng = np.random.default_rng(0)
     adata = AnnData(
         X=rng.poisson(3.0, size=(len(labels), 8)).astype(np.float32),
@@ -84,10 +86,10 @@ def _model_path(z, labels, with_control: bool, monkeypatch) -> pd.DataFrame:
     sv.SparseVAE.setup_anndata(adata, perturbation_key="perturbation", control=control)
     model = sv.SparseVAE(adata, n_latent=z.shape[1], n_hidden=8)
     monkeypatch.setattr(model, "get_latent_representation", lambda *args, **kwargs: z)
-    shifts = model._empirical_shifts(None, None)
+    shifts = model.knowledge.empirical_shifts()
     if with_control:
-        np.testing.assert_array_equal(shifts[model._control_index], 0.0)
-    return pd.DataFrame(shifts[model._perturbed_rows], index=model.perturbation_names)
+        np.testing.assert_array_equal(shifts[model.knowledge.control_index], 0.0)
+    return pd.DataFrame(shifts[model.knowledge.perturbed_rows], index=model.perturbation_names)
 
 
 @pytest.mark.parametrize("with_control", [True, False])
@@ -150,7 +152,7 @@ def test_after_the_rotation_the_prior_shifts_are_the_latents_shifts(control):
     assert not np.allclose(after, before, atol=1e-3)  # it rotated
     labels = data.obs["perturbation"].astype(str).to_numpy()
     shifts = sv.evaluate.latent_mean_shifts(after, labels, control)
-    mu = pd.DataFrame(module.prior.mu.detach().numpy(), index=model._categories)
+    mu = pd.DataFrame(module.prior.mu.detach().numpy(), index=model.knowledge.categories)
     np.testing.assert_allclose(mu.loc[shifts.index].to_numpy(), shifts.to_numpy(), atol=1e-4)
     if control is None:
         # the origin moved to the sparsest origin of the rotated means: their median is 0
@@ -189,6 +191,6 @@ def test_the_two_top_n_readouts_agree():
     frame = pd.DataFrame(shifts)
     posthoc = sv.evaluate.shift_targets(frame, "top-2").to_numpy()
     prior = sv.module.DensePrior(n_perturbations=12, n_latent=5)
-    model = prior.targets(torch.as_tensor(shifts, dtype=torch.float32), 0.5, 2).numpy()
+    model = readouts.targets(prior, torch.as_tensor(shifts, dtype=torch.float32), 0.5, 2).numpy()
     np.testing.assert_array_equal(posthoc, top_abs(shifts, 2))
     np.testing.assert_array_equal(model, top_abs(shifts, 2))

@@ -6,6 +6,7 @@ several files.
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 
@@ -28,14 +29,21 @@ class _ModuleKeys(NamedTuple):
 
 
 class _PriorNames(NamedTuple):
+    """The one vocabulary of priors (``SparseVAE(prior=...)``, ``sparsevae fit --prior``).
+
+    The four shift priors of the paper keep their names (sVAE+, sVAE, iVAE, VAE are methods
+    built on them, :data:`METHODS`); a prior that is itself one published method is spelled as
+    that method is in :data:`METHODS`, everywhere.
+    """
+
     SPIKE_SLAB: str = "spike_slab"
     L1: str = "l1"
     DENSE: str = "dense"
     STANDARD: str = "standard"
-    DENSE_VAR: str = "dense_var"
+    DENSE_VAR: str = "ivae-var"
     CLAP: str = "clap"
-    BETA_TCVAE: str = "beta_tcvae"
-    DIP_VAE: str = "dip_vae"
+    BETA_TCVAE: str = "beta-tcvae"
+    DIP_VAE: str = "dip-vae"
     FACTORVAE: str = "factorvae"
 
 
@@ -43,7 +51,8 @@ REGISTRY_KEYS = _RegistryKeys()
 MODULE_KEYS = _ModuleKeys()
 PRIORS = _PriorNames()
 
-#: Method names used by benchmarks and evaluation, mapped to SparseVAE keyword arguments.
+#: Method names of evaluation, benchmarks, the CLI's ``--methods`` and the docs, mapped to
+#: SparseVAE keyword arguments. Names shared with :data:`PRIORS` are the same method.
 METHODS: dict[str, dict] = {
     "svae+": {"prior": PRIORS.SPIKE_SLAB},
     # alpha: the L1 prior's default 1, chosen from {1, 10, 100} by held-out interventional
@@ -58,6 +67,13 @@ METHODS: dict[str, dict] = {
     "dip-vae": {"prior": PRIORS.DIP_VAE},
     "factorvae": {"prior": PRIORS.FACTORVAE},
     "clap": {"prior": PRIORS.CLAP},
+}
+
+#: Old spellings, kept working with a FutureWarning (wherever a prior or method is named).
+DEPRECATED_NAMES: dict[str, str] = {
+    "beta_tcvae": PRIORS.BETA_TCVAE,
+    "dip_vae": PRIORS.DIP_VAE,
+    "dense_var": PRIORS.DENSE_VAR,
 }
 
 #: The methods the reports train unless told otherwise: the paper's comparison. The other
@@ -88,3 +104,21 @@ N_CELLS_COLUMN = "n_cells"
 RESULT_PI_KEY = "pi"
 RESULT_SHIFT_KEY = "shift"
 RESULT_PARAMS_KEY = "params"
+
+
+def canonical_name(name, argument: str):
+    """``name`` in the one vocabulary of priors and methods (anything else is returned as is).
+
+    An old spelling (:data:`DEPRECATED_NAMES`) keeps working with a FutureWarning that names
+    the argument and the new spelling.
+    """
+    if isinstance(name, str) and name in DEPRECATED_NAMES:
+        new = DEPRECATED_NAMES[name]
+        warnings.warn(
+            f"{argument}={name!r} is an old spelling; use {new!r} (the name of that method in "
+            "evaluation, the CLI and the docs). The old one will be removed.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        return new
+    return name

@@ -13,8 +13,8 @@ perturbation would shift every latent a little.
 Every shift of the package is this one: the in-training rotation
 (:func:`sparsevae.module._rotation.mean_shifts`, which moves the latent origin to this
 reference when there are no control cells), the empirical shifts of a model
-(``SparseVAE._empirical_shifts``: predictions from the data, the shifts of priors that learn
-none) and :func:`sparsevae.evaluate.latent_mean_shifts` (the two-stage rival). It works on
+(``SparseVAE.knowledge.empirical_shifts``: predictions from the data, the shifts of priors that
+learn none) and :func:`sparsevae.evaluate.latent_mean_shifts` (the two-stage rival). It works on
 arrays of category means (numpy); callers with torch tensors convert.
 
 **Top-n readout** (:func:`top_abs`): the graph of a model without masks, the ``n_top``

@@ -133,10 +133,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _methods(text: str) -> list[str]:
     """``--methods``: comma-separated names of ``sv.evaluate.METHODS``."""
-    from sparsevae._constants import METHODS
+    from sparsevae._constants import METHODS, canonical_name
     from sparsevae._validation import repeated
 
-    methods = [part.strip() for part in text.split(",") if part.strip()]
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    methods = [canonical_name(part, "--methods") for part in parts]
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise argparse.ArgumentTypeError(
@@ -437,7 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
     from lightning.pytorch.accelerators import AcceleratorRegistry
     from lightning.pytorch.strategies import StrategyRegistry
 
-    from sparsevae._constants import DEFAULT_METHODS, DEFAULT_N_TOP_GENES, METHODS, PRIORS
+    from sparsevae._constants import (
+        DEFAULT_METHODS,
+        DEFAULT_N_TOP_GENES,
+        METHODS,
+        PRIORS,
+        canonical_name,
+    )
     from sparsevae.module._masked_priors import SPARSITY_OBJECTIVES
     from sparsevae.module._priors import PRIOR_CLASSES  # the registry: --prior's choices
 
@@ -472,7 +479,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--layer", default=None, help="layer with counts (default: X)")
     fit.add_argument("--batch-key", default=None)
     fit.add_argument("--n-latent", type=int, default=15)
-    fit.add_argument("--prior", default=PRIORS.SPIKE_SLAB, choices=sorted(PRIOR_CLASSES))
+    fit.add_argument(
+        "--prior",
+        default=PRIORS.SPIKE_SLAB,
+        type=lambda text: canonical_name(text, "--prior"),  # old spellings warn
+        choices=sorted(PRIOR_CLASSES),
+    )
     fit.add_argument(
         "--alpha",
         type=float,

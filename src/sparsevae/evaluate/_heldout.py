@@ -92,7 +92,7 @@ def transfer_and_score(
     """
     from sparsevae.model._transfer import ALREADY_LEARNED, learned_labels
 
-    use_sparse = model.module.prior.effective_sparse_transfer(sparse)
+    use_sparse = bool(sparse) and model.module.prior.has_masks  # masks where the prior has them
     key = model.registry_["setup_args"]["perturbation_key"]
     labels = transfer.obs[key].astype(str).unique() if key in transfer.obs else []
     labels = [label for label in labels if label != model.control]

@@ -12,7 +12,7 @@ import scvi
 import torch
 from anndata import AnnData
 
-from sparsevae._constants import DEFAULT_METHODS, METHODS
+from sparsevae._constants import DEFAULT_METHODS, METHODS, canonical_name
 from sparsevae._quiet import QUIET_TRAINER
 from sparsevae._shifts import latent_shifts, top_abs
 from sparsevae._validation import unique_values
@@ -36,6 +36,7 @@ POSTHOC_STARTS = 32
 
 def method_kwargs(method: str) -> dict:
     """SparseVAE keyword arguments of a method name (a key of :data:`METHODS`)."""
+    method = canonical_name(method, "methods")
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose from {list(METHODS)}.")
     return dict(METHODS[method])
@@ -49,6 +50,8 @@ def check_methods_and_seeds(
     Raises for an empty or repeating list (a repeat would train the same model again and
     report its rows twice), an unknown method, and ``max_epochs`` below 1.
     """
+    if not isinstance(methods, str):
+        methods = [canonical_name(method, "methods") for method in methods]
     methods = unique_values(
         methods,
         "methods",

@@ -55,5 +55,4 @@ def recalibrate_batch_norm(model: BaseModelClass, batch_size: int = 256) -> int:
     )
     torch.optim.swa_utils.update_bn(loader, _InferenceAndGenerative(model.module))
     model.module.eval()
-    model._latent_mean_cache = None  # the encoder's eval-mode output changed
     return len(layers)

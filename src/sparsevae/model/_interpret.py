@@ -155,8 +155,7 @@ class InterpretationMixin:
             raise ValueError(f"threshold must be in [0, 1), got {threshold!r}.")
         targets = self.get_intervention_targets(threshold=threshold, n_top=n_top)
         pi = self.get_mask_probabilities()
-        edge_shifts = self._category_shifts(None, None, "edge_shifts")
-        shifts = self._frame(edge_shifts[self._perturbed_rows])
+        shifts = self.knowledge.frame(self.knowledge.category_shifts("edge_shifts"))
         rows = [
             (perturbation, latent, float(pi.loc[perturbation, latent]), float(value))
             for perturbation in self.perturbation_names

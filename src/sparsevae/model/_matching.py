@@ -125,7 +125,7 @@ def check_known_perturbations(model: BaseModelClass, adata: AnnData) -> None:
     """Raise if ``adata`` (registered with the model) holds perturbations it has not learned."""
     unseen = unknown_perturbations(model, adata)
     if unseen and model.combination_delimiter is not None:
-        key = model._perturbation_registry.original_key
+        key = model.knowledge.perturbation_key
         labels = adata.obs[key].astype(str).to_numpy()
         where = unknown_singles_message(labels, unseen, model.combination_delimiter, model.control)
         raise ValueError(

@@ -15,7 +15,7 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 
-from sparsevae._constants import PRIORS, REGISTRY_KEYS
+from sparsevae._constants import PRIORS, REGISTRY_KEYS, canonical_name
 from sparsevae._validation import validate_setup
 from sparsevae.module import SparseShiftVAE
 from sparsevae.module._masked_priors import SPARSITY_OBJECTIVES
@@ -26,9 +26,8 @@ from ._combinations import PerturbationSetField, validate_combinations
 from ._fields import PerturbationField
 from ._guards import NonFiniteLossError
 from ._interpret import InterpretationMixin
-from ._latent_means import LatentMeansMixin
+from ._knowledge import ModelKnowledge
 from ._matching import DataChecksMixin
-from ._names import NamesMixin
 from ._predict import PredictionMixin
 from ._safe_load import SafeSaveLoadMixin
 from ._training_checks import (
@@ -64,9 +63,7 @@ def default_max_epochs(n_cells: int, epochs_cap: int = 400, decay_at_n_cells: in
 
 
 class SparseVAE(
-    NamesMixin,
     InterpretationMixin,
-    LatentMeansMixin,
     PredictionMixin,
     TransferMixin,
     DataChecksMixin,
@@ -95,15 +92,15 @@ class SparseVAE(
         ``"spike_slab"`` (sVAE+, default), ``"l1"`` (sVAE), ``"dense"`` (iVAE) or
         ``"standard"`` (VAE; with ``beta`` > 1, beta-VAE).
         Label-conditional priors with learned variances (see
-        :mod:`sparsevae.module._label_priors`): ``"dense_var"`` (iVAE as published,
+        :mod:`sparsevae.module._label_priors`): ``"ivae-var"`` (iVAE as published,
         z | a ~ N(mu_a, diag(sigma_a^2))) and ``"clap"`` (CLAP: label-dependent core latents,
         ``n_style`` shared style latents with a full covariance, and a label predictor from
         the core weighted ``predictor_weight``; options in ``prior_kwargs``).
         Unsupervised disentanglement baselines, the VAE plus a penalty on q(z) (options in
         ``prior_kwargs``, see :mod:`sparsevae.module._penalties`):
 
-        - ``"beta_tcvae"``: beta-TCVAE, total correlation weighted ``tc_beta`` (6).
-        - ``"dip_vae"``: DIP-VAE, Cov[q(z)] pulled towards I (``lambda_od`` 10, ``dip_type``).
+        - ``"beta-tcvae"``: beta-TCVAE, total correlation weighted ``tc_beta`` (6).
+        - ``"dip-vae"``: DIP-VAE, Cov[q(z)] pulled towards I (``lambda_od`` 10, ``dip_type``).
         - ``"factorvae"``: FactorVAE, discriminator-estimated total correlation, ``gamma`` (30).
     beta
         Weight of the KL divergence of z.
@@ -160,10 +157,10 @@ class SparseVAE(
             "spike_slab",
             "l1",
             "dense",
-            "dense_var",
+            "ivae-var",
             "standard",
-            "beta_tcvae",
-            "dip_vae",
+            "beta-tcvae",
+            "dip-vae",
             "factorvae",
             "clap",
         ] = PRIORS.SPIKE_SLAB,
@@ -178,6 +175,7 @@ class SparseVAE(
         if adata is None:
             raise ValueError("SparseVAE needs an AnnData registered with setup_anndata.")
         super().__init__(adata)
+        prior = canonical_name(prior, "prior")
         if prior not in PRIOR_CLASSES:
             raise ValueError(f"prior={prior!r} is unknown; choose one of {sorted(PRIOR_CLASSES)}.")
         check_prior_kwargs(prior, prior_kwargs)
@@ -199,8 +197,8 @@ class SparseVAE(
         resolved_alpha = float(default_alpha if alpha is None else alpha)
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
-            n_perturbations=len(self._categories),
-            control_index=self._control_index,
+            n_perturbations=len(self.knowledge.categories),
+            control_index=self.knowledge.control_index,
             n_batch=self.summary_stats.n_batch,
             n_hidden=n_hidden,
             n_latent=n_latent,
@@ -423,7 +421,6 @@ class SparseVAE(
         warmup = None if n_epochs_kl_warmup is None else min(n_epochs_kl_warmup, max_epochs)
         if self.is_trained_ and not issubclass(self._training_plan_cls, TransferTrainingPlan):
             warn_if_schedule_restarts(self.module.prior, max_epochs, warmup, rotate_latents)
-        self._latent_mean_cache = None  # the latents change
         strategy = kwargs.get("strategy")
         if isinstance(strategy, str) and strategy in _DDP_WITHOUT_UNUSED_PARAMETERS:
             kwargs["strategy"] = f"{strategy}_find_unused_parameters_true"
@@ -448,6 +445,37 @@ class SparseVAE(
 
         warn_if_graph_is_empty(self)  # most perturbations without a target: say so
         return result
+
+    # ---- what the model knows ------------------------------------------------------------
+    @property
+    def knowledge(self) -> ModelKnowledge:
+        """What the fitted model knows, in one place: categories, names, readouts, mean latents.
+
+        See :class:`~sparsevae.model.ModelKnowledge`; every part of the model reads it.
+        """
+        if self.__dict__.get("_knowledge") is None:
+            self._knowledge = ModelKnowledge(self)
+        return self._knowledge
+
+    @property
+    def control(self) -> str | None:
+        """Label of the control cells, or ``None``."""
+        return self.knowledge.control
+
+    @property
+    def combination_delimiter(self) -> str | None:
+        """Delimiter of combination labels (``"A+B"``), or ``None`` for one label per cell."""
+        return self.knowledge.combination_delimiter
+
+    @property
+    def perturbation_names(self) -> list[str]:
+        """Perturbations known to the model (control excluded), in the order of every getter."""
+        return self.knowledge.perturbation_names
+
+    @property
+    def latent_names(self) -> list[str]:
+        """Names of the latent variables: ``latent_0`` ... ``latent_{n_latent - 1}``."""
+        return self.knowledge.latent_names
 
     # ---- getters -------------------------------------------------------------------------
     @property
@@ -475,8 +503,7 @@ class SparseVAE(
         DataFrame perturbations × latents with values in [0, 1].
         """
         self._check_if_trained(warn=True)
-        pi = self.module.prior.mask_probabilities().detach().cpu().numpy()
-        return self._frame(pi[self._perturbed_rows], perturbations)
+        return self.knowledge.frame(self.knowledge.mask_probabilities(), perturbations)
 
     @torch.inference_mode()
     def get_perturbation_shifts(
@@ -495,21 +522,8 @@ class SparseVAE(
         to the model. ``perturbations`` selects rows, as in :meth:`get_mask_probabilities`.
         """
         self._check_if_trained(warn=True)
-        shifts = self._category_shifts(adata, batch_size, "evaluation_shifts")
-        return self._frame(shifts[self._perturbed_rows], perturbations)
-
-    @torch.inference_mode()
-    def _category_shifts(self, adata, batch_size, readout: str) -> np.ndarray:
-        """The prior's ``readout`` for every category, (n_categories, n_latent).
-
-        ``readout``: ``"evaluation_shifts"`` or ``"edge_shifts"``; priors that learn no shift
-        get the data's (:meth:`_empirical_shifts`).
-        """
-
-        def empirical() -> torch.Tensor:
-            return torch.as_tensor(self._empirical_shifts(adata, batch_size))
-
-        return getattr(self.module.prior, readout)(empirical).detach().cpu().numpy()
+        shifts = self.knowledge.category_shifts("evaluation_shifts", adata, batch_size)
+        return self.knowledge.frame(shifts, perturbations)
 
     def get_intervention_targets(
         self,
@@ -536,6 +550,4 @@ class SparseVAE(
                 "default is 2."
             )
         self._check_if_trained(warn=True)
-        shifts = torch.as_tensor(self._category_shifts(None, None, "evaluation_shifts"))
-        targets = self.module.prior.targets(shifts, threshold, n_top).cpu().numpy()
-        return self._frame(targets[self._perturbed_rows], perturbations)
+        return self.knowledge.frame(self.knowledge.targets(threshold, n_top), perturbations)

@@ -7,7 +7,7 @@ A combination's shift is the sum of its singles'. Shifts come from one of two so
 - ``"empirical"`` (default): the perturbation's own latent shift, the mean posterior mean of its
   cells minus control's (without control cells: minus the per-latent median of the
   perturbations' means; the one definition of :mod:`sparsevae._shifts`, computed in
-  :mod:`sparsevae.model._latent_means`); every effect the encoder sees.
+  :class:`~sparsevae.model.ModelKnowledge`); every effect the encoder sees.
 - ``"prior"``: the prior's evaluation readout (:meth:`~sparsevae.SparseVAE.get_perturbation_shifts`,
   ``mu`` where ``pi > 0.5`` for sVAE+): only the effects that the sparse graph keeps.
 
@@ -97,14 +97,11 @@ class PredictionMixin:
         _check_choice("source", source, SHIFT_SOURCES)
         if source == "prior":
             return self.get_perturbation_shifts()
-        return self._frame(self._empirical_shifts(None, None)[self._perturbed_rows])
+        return self.knowledge.frame(self.knowledge.empirical_shifts())
 
     def _own_category_shifts(self, source: str) -> torch.Tensor:
         """Shift of every registered category (control and unknown rows: 0), (n_categories, L)."""
-        shifts = self._shift_table(source).fillna(0.0).to_numpy(dtype=np.float32)
-        full = np.zeros((len(self._categories), shifts.shape[1]), dtype=np.float32)
-        full[self._perturbed_rows] = shifts
-        return torch.as_tensor(full)
+        return torch.as_tensor(self.knowledge.per_category(self._shift_table(source)))
 
     def _decoded_means(
         self, adata, indices, batch_size, library_size, latent_change=None, libraries=None

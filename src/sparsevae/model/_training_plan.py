@@ -365,13 +365,13 @@ class TransferTrainingPlan(SparseVAETrainingPlan):
     def __init__(self, module, *, transfer_rows: list[int], **kwargs):
         kwargs.update(weight_decay=0.0, rotate_latents=False)
         super().__init__(module, **kwargs)
-        n_rows = module.prior.n_perturbations
-        row_mask = torch.zeros(n_rows, 1)
+        row_mask = torch.zeros(module.prior.n_perturbations, 1)
         row_mask[list(transfer_rows)] = 1.0
         self._row_mask = row_mask
         self._requires_grad = {n: p.requires_grad for n, p in module.named_parameters()}
+        per_category = {f"prior.{name}" for name in module.prior.PER_CATEGORY}
         for name, param in module.named_parameters():
-            param.requires_grad_(name.startswith("prior.") and param.shape[0] == n_rows)
+            param.requires_grad_(name in per_category)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -14,8 +14,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import torch
 from anndata import AnnData
+from scvi.model.base import BaseModelClass
 
 from sparsevae._constants import REGISTRY_KEYS
 from sparsevae._validation import (
@@ -54,6 +56,55 @@ def learned_labels(
     ]
 
 
+def copy_trained_tensors(trained: torch.nn.Module, new: torch.nn.Module) -> None:
+    """Copy every tensor of ``trained`` into ``new``, which has rows for more categories.
+
+    The prior's per-category tensors
+    (:attr:`~sparsevae.module.PerturbationPrior.PER_CATEGORY`) go into their first rows (the
+    added perturbations' rows follow); every other tensor must keep its shape.
+    """
+    per_category = {f"prior.{name}" for name in new.prior.PER_CATEGORY}
+    state = new.state_dict()
+    for key, value in trained.state_dict().items():
+        if key in per_category:
+            state[key][: value.shape[0]] = value
+        elif state[key].shape == value.shape:
+            state[key] = value.clone()
+        else:
+            raise RuntimeError(
+                f"{key} has shape {tuple(value.shape)} in the trained model and "
+                f"{tuple(state[key].shape)} in the transferred one, but the prior does not "
+                "declare it per category (PerturbationPrior.PER_CATEGORY)."
+            )
+    new.load_state_dict(state)
+
+
+def extend_latent_means(
+    parent: BaseModelClass, new: BaseModelClass, adata: AnnData, added: list[str], batch_size
+) -> np.ndarray:
+    """After transfer: ``new`` keeps the parent's mean latents, plus ``added``'s from ``adata``.
+
+    The networks are the parent's, so the parent's means hold.
+
+    Returns the new perturbations' means, (len(added), n_latent): the gamma = 1 optimum of
+    their prior shifts.
+    """
+    means = parent.knowledge.latent_means()
+    means = means.reindex(pd.Index(new.knowledge.categories, name="category"))
+    if added:
+        own = new.knowledge.latent_means(adata, batch_size)
+        alone = [name for name in added if own.loc[name].isna().any()]
+        if alone:
+            raise ValueError(
+                "transfer learns a new perturbation's shift from its cells alone, but adata "
+                f"has no cells labelled only {alone[:10]} (they occur only in "
+                "combinations). Add cells of each new single perturbation on its own."
+            )
+        means.loc[added] = own.loc[added].to_numpy()
+    new.knowledge.keep_latent_means(means)
+    return means.loc[added].to_numpy(dtype=np.float32)
+
+
 class TransferMixin:
     """Held-out perturbations on :class:`~sparsevae.SparseVAE`.
 
@@ -89,7 +140,7 @@ class TransferMixin:
         sparse
             ``False`` (the paper): gamma = 1 for new perturbations, and mu is set to its exact
             optimum, the mean of their cells' posterior means (no training needed; the
-            priors with learned variances, ``"dense_var"`` and ``"clap"``, start their new
+            priors with learned variances, ``"ivae-var"`` and ``"clap"``, start their new
             log-variances at 0 and train the new rows for ``max_epochs`` epochs).
             ``True``: masks are learned too (from that start, with the model's Beta(1, alpha)
             prior) for ``max_epochs`` epochs. Only for ``"spike_slab"`` / ``"l1"``.
@@ -119,7 +170,11 @@ class TransferMixin:
             warning): they are not learned again, and keep their parameters; and for a new
             label that is a known one up to case.
         """
-        self.module.prior.check_transfer(sparse)
+        prior = self.module.prior
+        if sparse and not prior.has_masks:
+            raise ValueError(
+                f"sparse=True learns masks, but prior={prior.name!r} has none; use sparse=False."
+            )
         self._check_if_trained(warn=False)
         if adata.n_obs == 0:
             raise ValueError("adata has no cells: transfer needs cells of the new perturbations.")
@@ -140,9 +195,10 @@ class TransferMixin:
         validate_counts(adata, self.registry_["setup_args"].get("layer"), warn_empty_genes=False)
         manager = self.adata_manager.transfer_fields(adata, extend_categories=True)
         mapping = manager.get_state_registry(REGISTRY_KEYS.PERTURBATION_KEY).categorical_mapping
-        new_names = [str(c) for c in mapping[len(self._categories) :]]
-        key = self._perturbation_registry.original_key
-        check_label_variants(key, self.control, new_names, known=self._categories)
+        known = self.knowledge.categories
+        new_names = [str(c) for c in mapping[len(known) :]]
+        key = self.knowledge.perturbation_key
+        check_label_variants(key, self.control, new_names, known=known)
         if not new_names:
             raise ValueError(self._nothing_new_message(adata, own_data=False))
         learned = learned_labels(
@@ -173,32 +229,24 @@ class TransferMixin:
         if extra := {k: v for k, v in options.items() if k not in own}:
             params["prior_kwargs"] = {**(params.get("prior_kwargs") or {}), **extra}
         new = cls(adata, **params)
-        old_names, new_categories = self._categories, new._categories
+        old_names, new_categories = known, new.knowledge.categories
         if new_categories[: len(old_names)] != old_names:  # the field appends; never reorders
             raise RuntimeError("Perturbation categories were reordered during transfer.")
         added = [c for c in new_categories[len(old_names) :] if c != new.control]
         logger.info("Transferring %d new perturbation(s): %s", len(added), added[:10])
 
-        # Copy every trained tensor; prior tensors gain rows for the added perturbations.
-        state = new.module.state_dict()
-        for key, value in self.module.state_dict().items():
-            if state[key].shape == value.shape:
-                state[key] = value.clone()
-            else:
-                state[key][: value.shape[0]] = value
-        new.module.load_state_dict(state)
+        copy_trained_tensors(self.module, new.module)
         new.module.to(self.device)
         new.module.eval()
         new.is_trained_ = True
-        latent_means = new._extend_latent_means(self, adata, added, batch_size)
+        latent_means = extend_latent_means(self, new, adata, added, batch_size)
         if not added:
             return new
         rows = [new_categories.index(name) for name in added]
         needs_training = new.module.prior.init_transfer(rows, lambda: latent_means, sparse)
         if needs_training:
             new._training_plan_cls = TransferTrainingPlan  # this run only
-            cache = new._latent_mean_cache  # the encoder is frozen: the latents stay
-            try:
+            try:  # the networks stay frozen: the cached latent means stay valid
                 new.train(
                     max_epochs=max_epochs,
                     batch_size=batch_size,
@@ -211,12 +259,11 @@ class TransferMixin:
                 )
             finally:
                 del new._training_plan_cls
-                new._latent_mean_cache = cache
         return new
 
     def _nothing_new_message(self, adata: AnnData, own_data: bool) -> str:
         """The error of :meth:`transfer` for data that hold no perturbation to learn."""
-        key = self._perturbation_registry.original_key
+        key = self.knowledge.perturbation_key
         labels = perturbation_categories(adata.obs[key]) if key in adata.obs else []
         perturbed = [label for label in labels if label != self.control]
         if own_data:

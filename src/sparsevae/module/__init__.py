@@ -1,21 +1,11 @@
 """Pure torch modules: the VAE and its perturbation priors."""
 
+from ._label_priors import CLAPPrior, DenseVariancePrior
+from ._masked_priors import L1Prior, MaskedPrior, SpikeSlabPrior
 from ._module import SparseShiftVAE
-from ._prior_base import Minibatch
-from ._priors import (
-    BetaTCVAEPrior,
-    CLAPPrior,
-    DensePrior,
-    DenseVariancePrior,
-    DIPVAEPrior,
-    FactorVAEPrior,
-    L1Prior,
-    MaskedPrior,
-    PerturbationPrior,
-    SpikeSlabPrior,
-    StandardPrior,
-    make_prior,
-)
+from ._penalties import BetaTCVAEPrior, DIPVAEPrior, FactorVAEPrior
+from ._prior_base import DensePrior, Minibatch, PerturbationPrior, StandardPrior
+from ._priors import make_prior
 
 __all__ = [
     "BetaTCVAEPrior",

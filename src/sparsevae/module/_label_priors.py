@@ -3,7 +3,7 @@
 Two priors of the identifiability family whose variance, not only whose mean, depends on the
 perturbation label:
 
-- :class:`DenseVariancePrior` (``prior="dense_var"``, method ``"ivae-var"``): iVAE as
+- :class:`DenseVariancePrior` (``prior="ivae-var"``): iVAE as
   Khemakhem et al. define it, z | a ~ N(mu_a, diag(sigma_a^2)), with a learned mean and
   log-variance per perturbation and latent. The package's ``"dense"`` prior fixes the
   variance to 1.
@@ -38,7 +38,7 @@ from torch.distributions import Normal
 
 from sparsevae._constants import PRIORS
 
-from ._prior_base import DensePrior, Minibatch, PerturbationPrior, _top_abs
+from ._prior_base import DensePrior, Minibatch, PerturbationPrior
 
 #: Learned log-variances are clamped to [-7, 7]: variances in [9e-4, 1.1e3] (standard
 #: deviations 0.03 to 33). Far inside float32, and the KL's ratio of the encoder's variance
@@ -105,6 +105,7 @@ class DenseVariancePrior(_LearnedVarianceMixin, DensePrior):
     """
 
     name = PRIORS.DENSE_VAR
+    PER_CATEGORY = (*DensePrior.PER_CATEGORY, "log_var")
 
     def __init__(self, n_perturbations: int, n_latent: int, control_index: int | None = None):
         super().__init__(n_perturbations, n_latent, control_index)
@@ -154,7 +155,7 @@ class CLAPPrior(_LearnedVarianceMixin, PerturbationPrior):
     n_perturbations, n_latent, control_index
         As :class:`PerturbationPrior`.
     n_style
-        Number of style latents, in ``[0, n_latent)``; 0 makes CLAP ``"dense_var"`` plus the
+        Number of style latents, in ``[0, n_latent)``; 0 makes CLAP ``"ivae-var"`` plus the
         predictor. Default (``None``): 2, or ``n_latent - 1`` when ``n_latent`` < 3: a small
         block for label-independent variation (cell size, cell cycle) that leaves most latents
         to the labels.
@@ -164,6 +165,9 @@ class CLAPPrior(_LearnedVarianceMixin, PerturbationPrior):
     """
 
     name = PRIORS.CLAP
+    PER_CATEGORY = (
+        *PerturbationPrior.PER_CATEGORY, "mu", "log_var", "classifier.weight", "classifier.bias"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -322,16 +326,12 @@ class CLAPPrior(_LearnedVarianceMixin, PerturbationPrior):
         """1 on core latents for perturbed rows, 0 on style latents and control."""
         return self._pad_style(self.is_perturbed.unsqueeze(-1).expand(-1, self.n_core))
 
-    def evaluation_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def learned_shifts(self) -> torch.Tensor:
         return self._pad_style(self.mu * self.is_perturbed.unsqueeze(-1))
 
-    def edge_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
-        return self.evaluation_shifts(empirical)
-
-    def targets(self, shifts: torch.Tensor, threshold: float, n_top: int) -> torch.Tensor:
-        """The ``n_top`` largest ``|shift|`` among the core latents; style is never a target."""
-        core = _top_abs(shifts[:, : self.n_core], n_top)
-        return torch.cat([core, core.new_zeros(core.shape[0], self.n_style)], dim=-1)
+    def readout_latents(self) -> torch.Tensor:
+        """The core latents: style is never a target."""
+        return torch.arange(self.n_latent, device=self.mu.device) < self.n_core
 
     # ---- transfer --------------------------------------------------------------------------
     @torch.no_grad()

@@ -43,6 +43,9 @@ class MaskedPrior(DensePrior):
         ``"exact"`` or ``"gumbel"``, see above.
     """
 
+    PER_CATEGORY = (*DensePrior.PER_CATEGORY, "logits")
+    has_masks = True
+
     #: ``rotate_latents`` when the user leaves it unset.
     rotation_by_default: bool = False
 
@@ -75,10 +78,7 @@ class MaskedPrior(DensePrior):
     def hyperparameters(self) -> dict[str, float]:
         return {"alpha": self.alpha}
 
-    # ---- readouts, schedule and transfer (see PerturbationPrior) ---------------------------
-    def targets(self, shifts: torch.Tensor, threshold: float, n_top: int) -> torch.Tensor:
-        return self.mask_probabilities() > threshold
-
+    # ---- schedule and transfer (see PerturbationPrior) -------------------------------------
     def start_training(self) -> None:
         self.masks_frozen = False
 
@@ -90,12 +90,6 @@ class MaskedPrior(DensePrior):
 
     def can_rotate(self) -> bool:
         return not self.masks_frozen
-
-    def check_transfer(self, sparse: bool) -> None:
-        return None
-
-    def effective_sparse_transfer(self, requested: bool) -> bool:
-        return bool(requested)
 
     @torch.no_grad()
     def init_transfer(
@@ -141,11 +135,6 @@ class MaskedPrior(DensePrior):
             var_shift = (pi * (1.0 - pi) * mu.pow(2)).sum(dim=1)
             expected_sq = (m - mean_shift).pow(2) + var_shift
         return 0.5 * (var + expected_sq - 1.0 - torch.log(var)).sum(dim=-1)
-
-    def shifts(self) -> torch.Tensor:
-        """Shift used at evaluation: mu where pi > 0.5, else 0."""
-        gamma = (self._clamped_logits() > 0).to(self.mu.dtype)
-        return self.mu * gamma * self.is_perturbed.unsqueeze(-1)
 
     def mask_probabilities(self) -> torch.Tensor:
         return torch.sigmoid(self._clamped_logits())

@@ -7,9 +7,9 @@ they need no transfer, and predict from the data's empirical latent shifts.
 
 Added to the per-cell loss, for a minibatch of M cells:
 
-- ``"beta_tcvae"`` (Chen et al., 2018): ``kl_weight * (tc_beta - 1) * TC``, the total
+- ``"beta-tcvae"`` (Chen et al., 2018): ``kl_weight * (tc_beta - 1) * TC``, the total
   correlation TC of q(z) estimated by minibatch-weighted sampling. Default ``tc_beta = 6``.
-- ``"dip_vae"`` (Kumar et al., 2018):
+- ``"dip-vae"`` (Kumar et al., 2018):
   ``kl_weight * (lambda_od * sum_{i != j} C_ij^2 + lambda_d * sum_i (C_ii - 1)^2)``, C the
   covariance of the minibatch's posterior means (DIP-VAE-I) or of q(z) (DIP-VAE-II).
   Default ``lambda_od = 10``, ``lambda_d = 10 * lambda_od``, DIP-VAE-I.

@@ -10,18 +10,18 @@ Every method of the package is the same VAE with a different prior object (scvi-
 =====================  =========  ==========================================================
 ``"standard"``         VAE        N(0, I); labels ignored (beta-VAE: ``beta`` > 1)
 ``"dense"``            iVAE       N(mu_a, I)
-``"dense_var"``        iVAE-var   N(mu_a, diag(sigma_a^2)), mean and variance learned
+``"ivae-var"``         iVAE-var   N(mu_a, diag(sigma_a^2)), mean and variance learned
 ``"clap"``             CLAP       core N(mu_a, D_a), style N(m, G) shared; + label predictor
 ``"l1"``               sVAE       N(gamma_a * mu_a, I), L1 penalty on P(gamma = 1)
 ``"spike_slab"``       sVAE+      N(gamma_a * mu_a, I), pi ~ Beta(1, alpha), gamma ~ Bern(pi)
-``"beta_tcvae"``       β-TCVAE    N(0, I); + (tc_beta - 1) * total correlation of q(z)
-``"dip_vae"``          DIP-VAE    N(0, I); + penalty on Cov[q(z)] - I
+``"beta-tcvae"``       β-TCVAE    N(0, I); + (tc_beta - 1) * total correlation of q(z)
+``"dip-vae"``          DIP-VAE    N(0, I); + penalty on Cov[q(z)] - I
 ``"factorvae"``        FactorVAE  N(0, I); + gamma * total correlation (discriminator)
 =====================  =========  ==========================================================
 
 The last three are unsupervised disentanglement baselines (:mod:`._penalties`): the VAE
 plus a minibatch penalty on q(z) (:meth:`PerturbationPrior.batch_penalty`).
-``"dense_var"`` and ``"clap"`` learn label-dependent variances (:mod:`._label_priors`);
+``"ivae-var"`` and ``"clap"`` learn label-dependent variances (:mod:`._label_priors`);
 CLAP's core latents are the first ``n_latent - n_style``, its style latents the last; control
 cells keep N(0, I) in both.
 
@@ -38,14 +38,13 @@ import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from sparsevae._constants import PRIORS
-from sparsevae._shifts import top_abs
 
 # Probabilities are kept inside [_PROB_EPS, 1 - _PROB_EPS] in every log-density so that a mask
 # that has converged to exactly 0 or 1 never produces -inf (and then NaN gradients).
@@ -71,17 +70,23 @@ class Minibatch(NamedTuple):
 
 
 class PerturbationPrior(nn.Module, ABC):
-    """The prior protocol: p(z | a) = N(shift(a), I), and every question callers ask of it.
+    """The prior protocol: p(z | a), its KL, and what the services around it read.
 
-    A prior answers, without callers branching on which one it is: the per-cell prior
-    (:meth:`cell_mean`, :meth:`distribution`, :meth:`kl`), its global term (:meth:`penalty`),
-    the readouts of the model's getters (:meth:`mask_probabilities`,
-    :meth:`evaluation_shifts`, :meth:`edge_shifts`, :meth:`targets`), the training schedule
-    (:meth:`start_training`, :meth:`freeze_masks`, :meth:`resolve_rotation`,
-    :meth:`can_rotate`), transfer to new perturbations (:meth:`check_transfer`,
-    :meth:`effective_sparse_transfer`, :meth:`init_transfer`) and its hyperparameters
-    (:meth:`hyperparameters`). Adding a prior is one subclass and one line of
-    :data:`PRIOR_CLASSES`.
+    A prior implements its density: the per-cell prior (:meth:`cell_mean`,
+    :meth:`distribution`, :meth:`kl`, :meth:`log_density`) and its global and minibatch terms
+    (:meth:`penalty`, :meth:`batch_penalty`), with its optimiser groups and options. It
+    *declares* what the services read, so they never branch on which prior it is:
+
+    - readouts (:mod:`._readouts`: shifts and the graph of the getters) read
+      :meth:`learned_shifts`, :meth:`mask_probabilities`, :attr:`has_masks` and
+      :meth:`readout_latents`;
+    - the training schedule and rotation (:mod:`._rotation`, the training plan) call
+      :meth:`start_training`, :meth:`freeze_masks`, :meth:`resolve_rotation`,
+      :meth:`can_rotate` and, for priors with shifts, ``rotate``;
+    - transfer (:mod:`sparsevae.model._transfer`) reads :attr:`PER_CATEGORY` and
+      :attr:`has_masks` and calls :meth:`init_transfer`.
+
+    Adding a prior is one subclass and one line of :data:`PRIOR_CLASSES`.
 
     Parameters
     ----------
@@ -94,6 +99,13 @@ class PerturbationPrior(nn.Module, ABC):
     """
 
     name: str
+    #: Whether the prior has Bernoulli masks gamma (sVAE+, sVAE): the readouts use pi, sparse
+    #: transfer learns masks, the latent space can be rotated to its sparsest orientation.
+    has_masks: ClassVar[bool] = False
+    #: The prior's parameters and buffers with one row per category, declared (never guessed
+    #: from shapes): transfer gives them rows for the new perturbations and trains only those
+    #: rows; every other tensor keeps its shape. A subclass adds its own names.
+    PER_CATEGORY: ClassVar[tuple[str, ...]] = ("is_perturbed",)
 
     def __init__(self, n_perturbations: int, n_latent: int, control_index: int | None = None):
         super().__init__()
@@ -221,25 +233,17 @@ class PerturbationPrior(nn.Module, ABC):
         By definition for mask-free priors: 1 where every latent is shifted, 0 where none is.
         """
 
-    @abstractmethod
-    def evaluation_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """Shift of each perturbation's prior mean at evaluation, (n_perturbations, n_latent).
+    def learned_shifts(self) -> torch.Tensor | None:
+        """The shift each category's edges have when on (``mu``; control 0), or ``None``.
 
-        ``empirical`` returns the data's mean latent shifts (perturbation minus control); it
-        is called only by priors that learn no shift of their own.
+        ``None``: the prior learns no shift (VAE, the penalty baselines); the readouts then
+        report the data's (:mod:`sparsevae.module._readouts`).
         """
+        return None
 
-    @abstractmethod
-    def edge_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """How far each perturbation moves each latent when the edge is on (``mu``)."""
-
-    @abstractmethod
-    def targets(self, shifts: torch.Tensor, threshold: float, n_top: int) -> torch.Tensor:
-        """The perturbation -> latent graph, bool (n_perturbations, n_latent).
-
-        Read from ``shifts`` (:meth:`evaluation_shifts`): ``pi > threshold`` for masked priors,
-        the ``n_top`` largest ``|shift|`` per perturbation (the paper's readout) otherwise.
-        """
+    def readout_latents(self) -> torch.Tensor | None:
+        """Bool (n_latent,): the latents the top-n graph may pick (``None``: every latent)."""
+        return None
 
     # ---- training schedule ----------------------------------------------------------------
     def start_training(self) -> None:
@@ -271,20 +275,6 @@ class PerturbationPrior(nn.Module, ABC):
         return False
 
     # ---- transfer to new perturbations ----------------------------------------------------
-    def check_transfer(self, sparse: bool) -> None:
-        """Raise if this prior cannot transfer as asked (``sparse=True`` learns masks)."""
-        if sparse:
-            raise ValueError(
-                f"sparse=True learns masks, but prior={self.name!r} has none; use sparse=False."
-            )
-
-    def effective_sparse_transfer(self, requested: bool) -> bool:
-        """``sparse`` for :meth:`init_transfer` when sparse transfer is asked of every method.
-
-        Masks are learned where the prior has them.
-        """
-        return False
-
     def init_transfer(
         self, rows: list[int], latent_means: Callable[[], torch.Tensor], sparse: bool
     ) -> bool:
@@ -309,30 +299,12 @@ class StandardPrior(PerturbationPrior):
     def mask_probabilities(self) -> torch.Tensor:
         return self.is_perturbed.new_zeros(self.n_perturbations, self.n_latent)
 
-    def evaluation_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
-        return empirical()
-
-    def edge_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
-        return empirical()
-
-    def targets(self, shifts: torch.Tensor, threshold: float, n_top: int) -> torch.Tensor:
-        return _top_abs(shifts, n_top)
-
-
-def _top_abs(shifts: torch.Tensor, n_top: int) -> torch.Tensor:
-    """The ``n_top`` largest ``|shift|`` per row, as a bool mask (NaN rows: none).
-
-    The package's one top-n readout, :func:`sparsevae._shifts.top_abs` (also the two-stage
-    rival's ``"top-2"``), on the device of ``shifts``.
-    """
-    values = shifts.detach().to(device="cpu", dtype=torch.float64).numpy()
-    return torch.as_tensor(top_abs(values, n_top), device=shifts.device)
-
 
 class DensePrior(PerturbationPrior):
     """iVAE prior: every perturbation shifts every latent, z | a ~ N(mu_a, I)."""
 
     name = PRIORS.DENSE
+    PER_CATEGORY = (*PerturbationPrior.PER_CATEGORY, "mu")
 
     def __init__(self, n_perturbations: int, n_latent: int, control_index: int | None = None):
         super().__init__(n_perturbations, n_latent, control_index)
@@ -340,15 +312,6 @@ class DensePrior(PerturbationPrior):
 
     def mask_probabilities(self) -> torch.Tensor:
         return torch.ones_like(self.mu)
-
-    def evaluation_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
-        return self.shifts()
-
-    def edge_shifts(self, empirical: Callable[[], torch.Tensor]) -> torch.Tensor:
-        return self.mu * self.is_perturbed.unsqueeze(-1)
-
-    def targets(self, shifts: torch.Tensor, threshold: float, n_top: int) -> torch.Tensor:
-        return _top_abs(shifts, n_top)
 
     @torch.no_grad()
     def init_transfer(
@@ -368,8 +331,7 @@ class DensePrior(PerturbationPrior):
         codes, weight = self._codes(perturbation)
         return (self.mu[codes] * self._gate(codes, weight)).sum(dim=1)
 
-    def shifts(self) -> torch.Tensor:
-        """Shift of each perturbation at evaluation, shape (n_perturbations, n_latent)."""
+    def learned_shifts(self) -> torch.Tensor:
         return self.mu * self.is_perturbed.unsqueeze(-1)
 
     @torch.no_grad()

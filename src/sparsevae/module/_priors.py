@@ -6,41 +6,30 @@ of :data:`PRIOR_CLASSES`.
 
 from __future__ import annotations
 
-from sparsevae._constants import PRIORS
+from sparsevae._constants import canonical_name
 
 from ._label_priors import CLAPPrior, DenseVariancePrior
-from ._masked_priors import L1Prior, MaskedPrior, SpikeSlabPrior
+from ._masked_priors import L1Prior, SpikeSlabPrior
 from ._penalties import BetaTCVAEPrior, DIPVAEPrior, FactorVAEPrior
 from ._prior_base import DensePrior, PerturbationPrior, StandardPrior
 
-__all__ = [
-    "PRIOR_CLASSES",
-    "BetaTCVAEPrior",
-    "CLAPPrior",
-    "DIPVAEPrior",
-    "DensePrior",
-    "DenseVariancePrior",
-    "FactorVAEPrior",
-    "L1Prior",
-    "MaskedPrior",
-    "PerturbationPrior",
-    "SpikeSlabPrior",
-    "StandardPrior",
-    "check_prior_kwargs",
-    "make_prior",
-]
+__all__ = ["PRIOR_CLASSES", "check_prior_kwargs", "make_prior", "prior_options"]
 
-#: The registry: prior name -> class. ``SparseVAE(prior=...)`` and the CLI read it.
+#: The registry: prior name -> class, keyed by each class's ``name`` (spelled once, in
+#: :data:`sparsevae._constants.PRIORS`). ``SparseVAE(prior=...)`` and the CLI read it.
 PRIOR_CLASSES: dict[str, type[PerturbationPrior]] = {
-    PRIORS.STANDARD: StandardPrior,
-    PRIORS.DENSE: DensePrior,
-    PRIORS.DENSE_VAR: DenseVariancePrior,
-    PRIORS.L1: L1Prior,
-    PRIORS.SPIKE_SLAB: SpikeSlabPrior,
-    PRIORS.BETA_TCVAE: BetaTCVAEPrior,
-    PRIORS.DIP_VAE: DIPVAEPrior,
-    PRIORS.FACTORVAE: FactorVAEPrior,
-    PRIORS.CLAP: CLAPPrior,
+    cls.name: cls
+    for cls in (
+        StandardPrior,
+        DensePrior,
+        DenseVariancePrior,
+        L1Prior,
+        SpikeSlabPrior,
+        BetaTCVAEPrior,
+        DIPVAEPrior,
+        FactorVAEPrior,
+        CLAPPrior,
+    )
 }
 
 
@@ -54,15 +43,17 @@ def make_prior(
     """Build the prior called ``name`` from the registry.
 
     ``options`` (``alpha``: the Beta parameter or the L1 weight, ``temperature``,
-    ``logit_init``, ``estimator``, ``sparsity``) go to the priors that have them.
+    ``estimator``, ``sparsity``, and ``prior_kwargs`` such as ``logit_init``) go to the priors
+    that have them.
     """
+    name = canonical_name(name, "prior")
     if name not in PRIOR_CLASSES:
         raise ValueError(f"Unknown prior {name!r}; choose one of {sorted(PRIOR_CLASSES)}.")
     return PRIOR_CLASSES[name].from_options(n_perturbations, n_latent, control_index, **options)
 
 
 #: Options every prior receives from SparseVAE's own arguments (ignored by those without them).
-_MODEL_OPTIONS = {"alpha", "temperature", "logit_init", "estimator", "sparsity"}
+_MODEL_OPTIONS = {"alpha", "temperature", "estimator", "sparsity"}
 
 
 def prior_options(name: str) -> list[str]:
