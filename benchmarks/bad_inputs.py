@@ -434,7 +434,8 @@ def _():
 def _():
     model, path = trained()
     loaded = sv.SparseVAE.load(path, adata=screen()[:50].copy())
-    return f"loaded; categories in the model's order: {loaded._categories == model._categories}"
+    same = loaded.knowledge.categories == model.knowledge.categories
+    return f"loaded; categories in the model's order: {same}"
 
 
 @case("trained model", "`get_latent_representation(adata)` with genes in another order")
@@ -832,6 +833,8 @@ def cell(text: str) -> str:
 
 
 def main() -> None:
+    from _provenance import provenance
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS / "bad_inputs.md")
     args = parser.parse_args()
@@ -841,6 +844,8 @@ def main() -> None:
     rows = []
     lines = [
         "# Bad inputs and what sparsevae does with them",
+        "",
+        provenance(),
         "",
         "Measured by `python benchmarks/bad_inputs.py` (each row ran; the text is the exact "
         "message, except that numbers computed by training are shown as …: their last digits "

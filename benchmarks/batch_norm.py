@@ -106,6 +106,8 @@ def run_one(method: str, seed: int, max_epochs: int, n_particles: int) -> pd.Dat
 
 
 def main() -> None:
+    from _provenance import provenance
+
     import sparsevae as sv
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -131,6 +133,7 @@ def main() -> None:
     results.to_csv(RESULTS / "batch_norm.csv", index=False)
     header = (
         "# Stale batch-norm statistics: each method before and after recalibration\n\n"
+        f"{provenance()}\n\n"
         "`python benchmarks/batch_norm.py` (this invocation: "
         f"{time.perf_counter() - start:.0f} s, 1 torch thread): simulation with 40 "
         "perturbations × 200 cells, 10 latents, 100 genes, no control cells; 32 perturbations "

@@ -202,6 +202,8 @@ def mean_table(table: pd.DataFrame, by: str) -> pd.DataFrame:
 
 
 def main() -> None:
+    from _provenance import provenance
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--max-epochs", type=int, default=150)
     parser.add_argument("--n-latent", type=int, default=10)
@@ -277,6 +279,8 @@ def main() -> None:
     )
     text = [
         "# Held-out pairs on the Norman 2019 subset: sVAE+ and the baselines",
+        "",
+        provenance(),
         "",
         f"`{command}`; {args.threads} torch thread(s); {seconds:.0f} s in all. "
         f"{adata.n_obs} cells × {adata.n_vars} genes.",

@@ -42,10 +42,12 @@ def clear_effects(adata) -> dict[str, int]:
 def main(seeds: list[int]) -> None:
     import scvi
     import torch
+    from _provenance import provenance
 
     import sparsevae as sv
     from sparsevae._quiet import QUIET_TRAINER, silence_lightning
 
+    print(provenance())  # quoted with the outputs in results/calibrated_default_checks.md
     warnings.filterwarnings("ignore")
     silence_lightning()
     torch.set_num_threads(1)

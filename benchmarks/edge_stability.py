@@ -66,6 +66,8 @@ def histogram(values: np.ndarray, n_runs: int) -> pd.Series:
 
 
 def main() -> None:
+    from _provenance import provenance
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--alphas", type=float, nargs="+", default=None)
@@ -120,6 +122,8 @@ def main() -> None:
 
     lines = [
         f"# Edge stability on a simulation ({args.tag})",
+        "",
+        provenance(),
         "",
         f"`sv.data.simulate_sparse_shift(n_perturbations={args.n_perturbations}, "
         f"n_cells_per_perturbation={args.n_cells}, n_latent={args.n_latent}, "

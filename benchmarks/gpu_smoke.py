@@ -27,6 +27,8 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> int:
+    from _provenance import provenance
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS / "gpu_smoke.md")
     parser.add_argument("--max-epochs", type=int, default=60)
@@ -121,6 +123,8 @@ def main() -> int:
     name = torch.cuda.get_device_name(0) if on_gpu else "cpu (dry run)"
     lines = [
         "# GPU smoke test",
+        "",
+        provenance(),
         "",
         f"Device: {name}; torch {torch.__version__}; `python benchmarks/gpu_smoke.py`.",
         "",

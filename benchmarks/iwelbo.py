@@ -55,6 +55,8 @@ def per_particle_loop(model: sv.SparseVAE, adata, n_particles: int, batch_size: 
 
 
 def main() -> None:
+    from _provenance import provenance
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-cells", type=int, default=2000)
     parser.add_argument("--n-particles", type=int, default=1000)
@@ -130,6 +132,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     header = (
         "# IWELBO: vectorised vs per-particle loop\n\n"
+        f"{provenance()}\n\n"
         f"sVAE+ trained {args.max_epochs} epochs on a simulation (K = 20, p = 15, 100 genes); "
         f"batch size {args.batch_size}; seconds are the median of {args.repeats} runs per "
         f"estimator and torch thread count.\n\n"

@@ -149,6 +149,8 @@ def verdict(results: pd.DataFrame) -> str:
 
 
 def main() -> None:
+    from _provenance import provenance
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--regimes", nargs="+", default=None, help="default: all")
     parser.add_argument("--methods", nargs="+", default=list(ROWS), help=f"of {list(ROWS)}")
@@ -193,6 +195,7 @@ def main() -> None:
     table = summarise(results)
     header = (
         f"# Regime benchmark ({args.tag})\n\n"
+        f"{provenance()}\n\n"
         "Every method at its package defaults, the same epochs for every row of a regime (column "
         "`epochs`), all perturbations trained, mean ± sd over seeds (each seed simulates new data "
         "and trains with that seed). Rows `as trained` / `model`: the method's own latents and "

@@ -31,6 +31,8 @@ TUNING_SEED = 100
 
 
 def main() -> None:
+    from _provenance import provenance
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--max-epochs", type=int, default=300)
     parser.add_argument("--jobs", type=int, default=1)
@@ -80,6 +82,7 @@ def main() -> None:
     header = (
         f"# Tuning on the simulation (seed {TUNING_SEED}, no control cells, {args.max_epochs} "
         f"epochs, {args.n_particles} particles; {time.perf_counter() - start:.0f} s)\n\n"
+        f"{provenance()}\n\n"
         "Chosen by the lowest held-out interventional NLL; MCC and F1 shown, not used.\n\n"
     )
     Path(args.out).with_suffix(".md").write_text(header + table.to_markdown(index=False) + "\n")

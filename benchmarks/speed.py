@@ -308,6 +308,8 @@ def summarise(rows: pd.DataFrame) -> str:
 
 
 def main() -> None:
+    from _provenance import provenance
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--large", action="store_true", help="also 1M cells x 2,000 genes")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
@@ -350,6 +352,7 @@ def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     text = (
         f"# Speed and memory ({machine})\n\n"
+        f"{provenance()}\n\n"
         "Produced by `python benchmarks/speed.py"
         f"{' --large' if args.large else ''}{' --quick' if args.quick else ''}`. "
         "Same data, architecture and batch size for both models; each run a fresh process; "
