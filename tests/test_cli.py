@@ -51,8 +51,24 @@ def test_fit_on_h5ad(tmp_path):
     )
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_perturbations"] == 6 and summary["n_latent"] == 3
+    assert summary["n_perturbations"] == 6 and summary["n_latent"] == 3 and summary["seed"] == 0
     assert (out / "results.h5ad").exists() and (out / "pi_heatmap.png").exists()
+
+
+def test_fit_is_reproducible_and_takes_a_seed(tmp_path, capsys):
+    """The same command gives the same model; --seed changes it; --seed with --seeds is refused."""
+    path = tmp_path / "screen.h5ad"
+    small_simulation().write_h5ad(path)
+    base = ["fit", str(path), "--perturbation-key", "perturbation", "--control", "control"]
+    base += ["--n-latent", "3", "--max-epochs", "2", "--out"]
+    pis = []
+    for name, extra in (("a", []), ("b", []), ("c", ["--seed", "1"])):
+        assert main([*base, str(tmp_path / name), *extra]) == 0
+        pis.append(pd.read_csv(tmp_path / name / "pi.csv", index_col=0))
+    pd.testing.assert_frame_equal(pis[0], pis[1])
+    assert not pis[0].equals(pis[2])
+    assert main([*base, str(tmp_path / "d"), "--seed", "1", "--seeds", "0", "1"]) == 2
+    assert "Give --seed" in capsys.readouterr().err
 
 
 def test_fit_reports_bad_key(tmp_path, capsys):

@@ -223,6 +223,11 @@ def _check_fit_options(args: argparse.Namespace) -> None:
         raise CommandError(
             "Give --alpha (one sparsity) or --alphas (several, with --seeds), not both."
         )
+    if args.seed is not None and args.seeds is not None:
+        raise CommandError(
+            "Give --seed (the training seed of one fit) or --seeds (one fit per seed, for the "
+            "edge stability table), not both."
+        )
     if args.seeds is not None and args.strategy is not None:
         raise CommandError(
             "--seeds trains one model per seed and alpha in this process; it cannot be "
@@ -263,6 +268,10 @@ def _fit(args: argparse.Namespace) -> int:
         if args.seeds is not None:
             _check_seeds(args.seeds)
             _check_alphas(alphas)
+        else:  # one fit: the same command gives the same model (on CPU, same threads)
+            import scvi
+
+            scvi.settings.seed = 0 if args.seed is None else args.seed
         sv.SparseVAE.setup_anndata(
             adata, perturbation_key=args.perturbation_key, control=args.control, **setup
         )
@@ -302,6 +311,7 @@ def _fit(args: argparse.Namespace) -> int:
         "n_latent": args.n_latent,
         **{k: v for k, v in model.module.prior.hyperparameters().items()},
         "processes": model.trainer.world_size,
+        **({"seed": 0 if args.seed is None else args.seed} if args.seeds is None else {}),
         "edges": int(targets.to_numpy().sum()),
         "mean_targets_per_perturbation": float(targets.sum(axis=1).mean()),
     }
@@ -535,6 +545,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=strategies,
         metavar="STRATEGY",
         help="Lightning strategy, e.g. ddp for distributed data parallel over --devices",
+    )
+    fit.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="training seed of the fit (default 0: the same command gives the same model on "
+        "the same CPU and threads)",
     )
     fit.add_argument(
         "--seeds",
