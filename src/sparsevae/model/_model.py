@@ -85,9 +85,8 @@ class SparseVAE(
     n_latent
         Number of latent variables.
     n_hidden, n_layers, dropout_rate
-        Encoder and decoder MLPs (the paper: 2 layers of 128). Dropout is off by default: on
-        the paper's simulation, dropout 0.1 cost about 30 nats of ELBO per cell and lowered
-        the latents' MCC.
+        Encoder and decoder MLPs (the paper: 2 layers of 128). Dropout is off by default (on
+        the paper's simulation it cost ELBO and lowered the latents' MCC).
     prior
         ``"spike_slab"`` (sVAE+, default), ``"l1"`` (sVAE), ``"dense"`` (iVAE) or
         ``"standard"`` (VAE; with ``beta`` > 1, beta-VAE).
@@ -334,8 +333,8 @@ class SparseVAE(
             for up to 20,000 cells, then ``400 * 20,000 / n_cells``, so that every default
             run takes about the same number of steps; at least 2).
         batch_size
-            Minibatch size. On seed 0 of the paper's simulation, batch 256 with ``lr=2e-3``
-            reached MCC 0.91 in 300 epochs; batch 256 with ``lr=1e-3`` gave 0.72 in 250.
+            Minibatch size (256 with the default ``lr``; a smaller ``lr`` at this size learned
+            the paper's simulation more slowly).
         lr
             Adam learning rate of the encoder and decoder.
         lr_prior

@@ -305,7 +305,7 @@ class SpikeSlabPrior(MaskedPrior):
 class L1Prior(MaskedPrior):
     """sVAE prior: masks as in sVAE+ but sparsity from the published L1 penalty.
 
-    The published sVAE (Lopez et al. 2023's code, MODEL.md) adds ``alpha * mean(pi)`` (the
+    The published sVAE (Lopez et al. 2023's code) adds ``alpha * mean(pi)`` (the
     mean over perturbations and latents) to every minibatch's per-cell loss: not divided by the
     number of cells and not warmed up with the KL term. At the paper's size (20,000 training
     cells) this is about 15 times stronger than the same weight on ``sum(pi) / N``.

@@ -255,8 +255,9 @@ class SparseShiftVAE(BaseModuleClass):
     ) -> LossOutput:
         """Per-cell negative ELBO averaged over the minibatch plus the prior's global term / N.
 
-        This is MODEL.md's ``N * mean(rec + kl_weight * KL) + kl_weight * penalty`` divided by
-        the number of training cells N, so the logged loss reads per cell, plus the prior's
+        The objective of Lopez et al. (2023), ``N * mean(rec + kl_weight * KL) + kl_weight *
+        penalty``, divided by the number of training cells N, so the logged loss reads per
+        cell, plus the prior's
         minibatch regulariser (:meth:`~sparsevae.module.PerturbationPrior.batch_penalty`,
         0 for the ELBO methods; not part of the logged ELBO).
         """

@@ -194,8 +194,8 @@ class PerturbationPrior(nn.Module, ABC):
     def penalty(self) -> torch.Tensor:
         """Negative log prior density of the global parameters (0 when there are none).
 
-        Enters the loss as ``kl_weight * penalty / N`` (N training cells): MODEL.md's global
-        term on the per-cell scale.
+        Enters the loss as ``kl_weight * penalty / N`` (N training cells): the global term of
+        Lopez et al. (2023)'s objective on the per-cell scale.
         """
         return self.is_perturbed.new_zeros(())
 
