@@ -11,7 +11,12 @@ Predictors of a pair's change of mean log1p(counts per 10,000) from control:
   cells (``source="empirical"``, the default) or from the sparse prior (``source="prior"``),
   on counts drawn from the model (``statistic="sampled"``, the default, comparable with the
   observed statistic) or on log1p of the expected expression (``"expected"``: the statistic
-  before issue 19, which shrinks low-expressed genes on the observed side only);
+  before issue 19, which shrinks low-expressed genes on the observed side only); counts are
+  drawn at the control cells' library sizes moved by the depth model (``depth="model"``, the
+  default since issue 30) or at their own (``"observed"``, before); the reference side is the
+  model's prediction for the same control cells (default) or their observed statistic
+  (``reference_statistic="observed"``: the predicted pair against the real control cells, the
+  control sample then shared with the target, as the baselines share it);
 - **one label per pair** (the published model, ``combination_delimiter=None``): the pair is a
   new label learned by transfer from the transfer half;
 - **additive sVAE+, pair as a label**: the zero-shot model's own networks with the pair learned
@@ -50,6 +55,8 @@ KEY, CONTROL = "perturbation", "control"
 ZERO_SHOT = "sVAE+ zero-shot"
 ZERO_SHOT_PRIOR = "sVAE+ zero-shot, prior shifts"
 ZERO_SHOT_OLD = "sVAE+ zero-shot, prior shifts, expected statistic"
+ZERO_SHOT_OBSERVED_DEPTH = "sVAE+ zero-shot, observed library sizes"
+ZERO_SHOT_OBSERVED_CONTROL = "sVAE+ zero-shot, observed control reference"
 ONE_LABEL = "one label per pair (transfer)"
 PAIR_TRANSFER = "sVAE+, pair as a label (transfer)"
 METRICS = list(sv.evaluate.EFFECT_METRICS)
@@ -123,6 +130,8 @@ def run_seed(adata, pairs: list[str], args, seed: int) -> tuple[list[dict], list
         )
         predictions = {
             ZERO_SHOT: effect(additive, pair),
+            ZERO_SHOT_OBSERVED_DEPTH: effect(additive, pair, depth="observed"),
+            ZERO_SHOT_OBSERVED_CONTROL: effect(additive, pair, reference_statistic="observed"),
             ZERO_SHOT_PRIOR: effect(additive, pair, source="prior"),
             ZERO_SHOT_OLD: effect(
                 additive, pair, source="prior", statistic="expected", library_size=1e4, log1p=True
@@ -173,10 +182,16 @@ def run_seed(adata, pairs: list[str], args, seed: int) -> tuple[list[dict], list
     for single, observed in training_changes.items():
         if "+" in single:
             continue
-        for source in ("empirical", "prior"):
-            predicted = effect(additive, single, source=source)
+        for source, variant in (
+            ("empirical", {}),
+            ("empirical", {"depth": "observed"}),
+            ("empirical", {"reference_statistic": "observed"}),
+            ("prior", {}),
+        ):
+            predicted = effect(additive, single, source=source, **variant)
             scores = sv.evaluate.effect_metrics(predicted, observed, control_mean)
-            single_rows.append({"seed": seed, "single": single, "source": source, **scores})
+            name = ", ".join([source, *(f"{key}={value}" for key, value in variant.items())])
+            single_rows.append({"seed": seed, "single": single, "source": name, **scores})
     return rows, single_rows, gene_rows
 
 

@@ -251,28 +251,60 @@ def test_treatment_effect_is_the_difference_of_predicted_means(trained_pairs):
     assert np.allclose(logged.to_numpy(), treated.mean(0) - untreated.mean(0), atol=1e-5)
 
 
-def test_sampled_treatment_effect_draws_counts_at_the_cells_library_sizes(trained_pairs):
-    """The default statistic: mean log1p(counts per 10,000) of NB draws from each cell's
-    predicted proportions at its observed library size, treated minus untreated.
+def _drawn_statistic(model, cells, label, library, n_samples, seed):
+    """By hand: mean log1p(counts per 10,000) of NB draws from the predicted proportions."""
+    theta = np.exp(model.module.log_theta().detach().numpy()).astype(np.float64)
+    proportions = model.predict(cells, perturbation=label).X.astype(np.float64)
+    rng = np.random.default_rng(seed)
+    mean = np.broadcast_to(proportions * library, (n_samples, *proportions.shape))
+    counts = rng.poisson(rng.gamma(theta, mean / theta))
+    keep = counts.sum(-1) > 0
+    normalised = 1e4 * counts[keep] / counts[keep].sum(-1, keepdims=True)
+    return np.log1p(normalised).mean(axis=0)
+
+
+def _log_library_shift(data, label):
+    library = np.log(np.asarray(data.X.sum(axis=1), dtype=np.float64).ravel())
+    labels = data.obs["perturbation"].astype(str).to_numpy()
+    return library[labels == label].mean() - library[labels == "control"].mean()
+
+
+def test_sampled_treatment_effect_by_hand(trained_pairs):
+    """The default: NB draws from each control cell's predicted proportions at its library
+    size times the depth model's change (the perturbation's mean log library minus control's;
+    a pair's singles add in log space), minus the same draws under control at the cells' own
+    library sizes. Options: observed library sizes; the observed control statistic.
     """
     model, train, _ = trained_pairs
     control = train[train.obs["perturbation"] == "control"].copy()
-    effect = model.get_treatment_effect(control, perturbation="P0", n_samples=3, random_state=7)
     library = np.asarray(control.X.sum(axis=1), dtype=np.float64).reshape(-1, 1)
-    theta = np.exp(model.module.log_theta().detach().numpy()).astype(np.float64)
-    sides = []
-    for label in ("P0", "control"):
-        proportions = model.predict(control, perturbation=label).X.astype(np.float64)
-        rng = np.random.default_rng(7)
-        counts = rng.poisson(
-            rng.gamma(
-                theta, np.broadcast_to(proportions * library, (3, *proportions.shape)) / theta
-            )
+    untreated = _drawn_statistic(model, control, "control", library, 3, 7)
+    for label, change in (
+        ("P0", _log_library_shift(train, "P0")),
+        ("P0+P1", _log_library_shift(train, "P0") + _log_library_shift(train, "P1")),
+    ):
+        effect = model.get_treatment_effect(
+            control, perturbation=label, n_samples=3, random_state=7
         )
-        keep = counts.sum(-1) > 0
-        normalised = 1e4 * counts[keep] / counts[keep].sum(-1, keepdims=True)
-        sides.append(np.log1p(normalised).mean(axis=0))
-    assert np.allclose(effect.to_numpy(), sides[0] - sides[1], atol=1e-6)
+        treated = _drawn_statistic(model, control, label, library * np.exp(change), 3, 7)
+        assert np.allclose(effect.to_numpy(), treated - untreated, atol=1e-6)
+    observed_depth = model.get_treatment_effect(
+        control, perturbation="P0", n_samples=3, random_state=7, depth="observed"
+    )
+    treated = _drawn_statistic(model, control, "P0", library, 3, 7)
+    assert np.allclose(observed_depth.to_numpy(), treated - untreated, atol=1e-6)
+    observed_control = model.get_treatment_effect(
+        control, perturbation="P0", n_samples=3, random_state=7, reference_statistic="observed"
+    )
+    treated = _drawn_statistic(
+        model, control, "P0", library * np.exp(_log_library_shift(train, "P0")), 3, 7
+    )
+    expected = treated - sv.evaluate.mean_log_expression(control)
+    assert np.allclose(observed_control.to_numpy(), expected, atol=1e-6)
+    with pytest.raises(ValueError, match=r"reference_statistic='observed'.*every cell labelled"):
+        model.get_treatment_effect(train, perturbation="P0", reference_statistic="observed")
+    with pytest.raises(ValueError, match="depth='sequenced' is unknown"):
+        model.get_treatment_effect(control, perturbation="P0", depth="sequenced")
     with pytest.raises(ValueError, match="library_size and log1p apply to statistic='expected'"):
         model.get_treatment_effect(control, perturbation="P0", library_size=1e4)
     with pytest.raises(ValueError, match="statistic='mean' is unknown"):
@@ -323,3 +355,55 @@ def test_transfer_teaches_a_new_single_that_then_combines(trained_pairs):
     only_in_pairs.obs["perturbation"] = "P1+PY"
     with pytest.raises(ValueError, match="PY"):
         transferred.transfer(only_in_pairs)
+
+
+# ---- predicted cells for the field's scorers ------------------------------------------------
+def test_predict_perturbations_returns_counts_beside_the_control_cells(trained_pairs):
+    model, train, _ = trained_pairs
+    control = train[train.obs["perturbation"] == "control"]
+    n_control = control.n_obs
+    predicted = model.predict_perturbations(["P0", "P2+P3"])  # a seen single, a zero-shot pair
+    assert predicted.n_obs == 3 * n_control and list(predicted.var_names) == list(train.var_names)
+    labels = predicted.obs["perturbation"].astype(str)
+    assert labels.value_counts().to_dict() == {
+        "P0": n_control,
+        "P2+P3": n_control,
+        "control": n_control,
+    }
+    assert (predicted.obs["predicted"] == (labels != "control")).all()
+    assert predicted.obs_names.is_unique
+    assert np.array_equal(predicted.X, np.round(predicted.X)) and (predicted.X >= 0).all()
+    observed = predicted[labels == "control"]
+    counts = control.X.toarray() if hasattr(control.X, "toarray") else control.X
+    np.testing.assert_array_equal(observed.X, np.asarray(counts, dtype=np.float32))
+    # expected counts: the base cells' library sizes moved by the depth model
+    library = np.asarray(control.X.sum(axis=1), dtype=np.float64).ravel()
+    expected = predicted[labels == "P0"].layers["expected"].sum(axis=1)
+    moved = library * np.exp(_log_library_shift(train, "P0"))
+    np.testing.assert_allclose(expected, moved, rtol=1e-4)
+    same_depth = model.predict_perturbations("P0", depth="observed", include_control=False)
+    np.testing.assert_allclose(same_depth.layers["expected"].sum(axis=1), library, rtol=1e-4)
+    assert same_depth.n_obs == n_control
+    # draws of the expected counts: means agree over cells, and the seed fixes them
+    again = model.predict_perturbations(["P0", "P2+P3"])
+    np.testing.assert_array_equal(again.X, predicted.X)
+    sample = model.predict_perturbations("P0", n_cells=5, include_control=False)
+    assert sample.n_obs == 5 and sample.obs["base_cell"].isin(control.obs_names).all()
+    assert predicted.uns["sparsevae_prediction"]["depth"] == "model"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"perturbations": ["control"]}, "includes the control label"),
+        ({"perturbations": ["P0", "P0"]}, "repeats"),
+        ({"perturbations": []}, "perturbations is empty"),
+        ({"perturbations": "P9"}, "P9"),
+        ({"perturbations": "P0", "n_cells": 0}, "n_cells=0 must be a positive integer"),
+        ({"perturbations": "P0", "depth": "sequenced"}, "depth='sequenced' is unknown"),
+    ],
+)
+def test_predict_perturbations_refuses_bad_input(trained_pairs, kwargs, message):
+    model, _, _ = trained_pairs
+    with pytest.raises(ValueError, match=message):
+        model.predict_perturbations(**kwargs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import warnings
+from importlib.util import find_spec
 
 import matplotlib
 
@@ -80,6 +81,8 @@ CALLED = {
         "summarize_effect_correlations",
         "summarize_interventional_nll",
         "transfer_and_score",
+        "score_with_cell_eval",
+        "CELL_EVAL_PROFILES",
     },
 }
 
@@ -200,6 +203,12 @@ def test_prediction_getters_with_required_arguments_only(default_model):
     np.testing.assert_allclose(np.asarray(predicted.X).sum(axis=1), 1.0, rtol=1e-4)
     effect = model.get_treatment_effect(perturbation=first)
     assert effect.shape == (adata.n_vars,) and np.isfinite(effect).all()
+    cells = model.predict_perturbations(first)
+    n_control = int((adata.obs["perturbation"] == "control").sum())
+    assert cells.n_obs == 2 * n_control and set(cells.obs["perturbation"]) == {first, "control"}
+    if find_spec("cell_eval") is not None:  # the eval extra; CI installs it
+        scores = sv.evaluate.score_with_cell_eval(cells, adata)
+        assert set(scores["perturbation"]) == {first} and set(sv.evaluate.CELL_EVAL_PROFILES)
     expression = model.get_normalized_expression()
     assert expression.shape == adata.shape and list(expression.columns) == list(adata.var_names)
     np.testing.assert_allclose(expression.to_numpy().sum(axis=1), 1.0, rtol=1e-4)
@@ -405,6 +414,7 @@ def test_public_methods_are_listed():
         "get_interventional_nll", "get_latent_gene_loadings", "get_latent_representation",
         "get_marginal_ll", "get_mask_probabilities", "get_perturbation_shifts",
         "get_reconstruction_error", "get_target_table", "get_treatment_effect", "predict",
+        "predict_perturbations",
         "train", "transfer", "save", "load", "load_registry", "view_setup_args",
         "get_normalized_expression", "differential_abundance",
         "setup_anndata",

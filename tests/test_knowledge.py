@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -67,6 +68,15 @@ def test_transfer_keeps_the_parents_latent_means(model):
     parent = model.knowledge.latent_means()
     pd.testing.assert_frame_equal(kept.loc[parent.index], parent)
     assert not kept.loc[["P6", "P7"]].isna().any().any()
+    # the depth model's library sizes: the parent's, and the new ones from the transfer cells
+    libraries = new.knowledge.log_library_means()
+    pd.testing.assert_series_equal(
+        libraries.loc[parent.index], model.knowledge.log_library_means(), check_names=False
+    )
+    labels = new_cells.obs["perturbation"].astype(str).to_numpy()
+    by_hand = np.log(np.asarray(new_cells.X.sum(axis=1)).ravel()[labels == "P6"]).mean()
+    assert libraries.loc["P6"] == pytest.approx(by_hand, rel=1e-6)
+    assert new.knowledge.library_shifts()[new.knowledge.control_index] == 0
 
 
 @pytest.mark.parametrize("name", sorted(PRIOR_CLASSES))

@@ -370,18 +370,23 @@ _COMBINATIONS = "<!-- figures: benchmarks/results/combinations.md#mean-over-pair
 
 
 def test_a_figure_that_differs_from_its_results_file_fails():
-    good = f"{_COMBINATIONS}\nZero-shot sVAE+ reaches 0.467 (all genes) / 0.586 (top 20 DE).\n"
+    # the additive baseline's figures: observed data only, they move with the protocol alone
+    good = (
+        f"{_COMBINATIONS}\nThe additive baseline reaches 0.721 (all genes) / 0.863 (top 20 DE).\n"
+    )
     assert check_page(good, "page") == []
-    doctored = good.replace("0.586", "0.55")  # the README's stale figure
+    doctored = good.replace("0.863", "0.86")
+    assert check_page(doctored, "page") == []  # the same figure, printed at lower precision
+    doctored = good.replace("0.863", "0.123")  # a stale figure
     problems = check_page(doctored, "page")
-    assert len(problems) == 1 and "['0.55']" in problems[0]
+    assert len(problems) == 1 and "['0.123']" in problems[0]
 
 
 def test_the_readme_with_a_stale_figure_fails():
     readme = (ROOT / "README.md").read_text()
-    assert "0.586" in readme
-    problems = check_page(readme.replace("0.586", "0.55"), "README.md")
-    assert any("0.55" in problem for problem in problems), problems
+    assert "0.863" in readme
+    problems = check_page(readme.replace("0.863", "0.123"), "README.md")
+    assert any("0.123" in problem for problem in problems), problems
 
 
 def test_unmarked_figures_and_stale_markers_fail():
@@ -407,9 +412,9 @@ def test_unmarked_figures_and_stale_markers_fail():
 
 def test_markers_attach_to_the_next_block_and_list_items_split():
     page = (
-        "- first item 0.467\n"
+        "- first item 0.721\n"
         f"{_COMBINATIONS}\n"
-        "- second item 0.586 and 54.144\n"
+        "- second item 0.863 and 0.281\n"
         "\n"
         "| a | b |\n|---|---|\n| 0.721 | 0.863 |\n"
     )
@@ -420,10 +425,10 @@ def test_markers_attach_to_the_next_block_and_list_items_split():
 
 def test_matching_rounds_at_the_printed_precision():
     source = ["benchmarks/results/combinations.md#mean-over-pairs-and-seeds"]
-    assert matches("0.47", source)  # 0.467
-    assert matches("54.1", source)  # 54.144
-    assert not matches("0.466", source)
-    assert matches("46.7%", source)  # 0.467 as a percentage
+    assert matches("0.72", source)  # 0.721, the additive baseline
+    assert matches("0.28", source)  # 0.281
+    assert not matches("0.722", source)
+    assert matches("72.1%", source)  # 0.721 as a percentage
     speed = ["benchmarks/results/speed.md"]
     assert matches("1.69", speed) and matches("2.03", speed)
     with pytest.raises(ValueError, match="no heading"):

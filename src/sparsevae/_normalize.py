@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from anndata import AnnData
 
 from sparsevae._constants import TARGET_SUM
 
@@ -47,3 +48,23 @@ def log1p_cp10k(counts):
     values = np.zeros(scaled.shape, dtype=np.result_type(scaled, sizes))
     np.divide(scaled, sizes, out=values, where=sizes > 0)
     return np.log1p(values, out=values), sizes[..., 0] > 0
+
+
+def mean_log_expression(adata: AnnData, layer: str | None = None) -> np.ndarray:
+    """Mean of ``log1p(counts per 10,000)`` per gene, read in blocks of cells (sparse stays sparse).
+
+    Cells without counts are skipped: they have no proportions. The normalisation is the
+    package's one (:func:`sparsevae._normalize.log1p_cp10k`).
+    """
+    counts = adata.X if layer is None else adata.layers[layer]
+    total = np.zeros(adata.n_vars)
+    n_cells = 0
+    for start in range(0, adata.n_obs, 4096):
+        block = counts[start : start + 4096]
+        block = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
+        values, keep = log1p_cp10k(block)
+        total += values[keep].sum(axis=0)
+        n_cells += int(keep.sum())
+    if n_cells == 0:
+        raise ValueError("adata has no cell with counts: there is no mean expression to take.")
+    return total / n_cells

@@ -1,14 +1,15 @@
 """Evaluation: identifiability on simulations and held-out interventions."""
 
 from sparsevae._constants import DEFAULT_METHODS, METHODS
+from sparsevae._normalize import mean_log_expression
 
 from ._baselines import BASELINES, baseline_predictions, observed_changes
+from ._cell_eval import CELL_EVAL_PROFILES, score_with_cell_eval
 from ._effects import (
     EFFECT_METRICS,
     effect_correlations,
     effect_metrics,
     log_normalized,
-    mean_log_expression,
     score_predictions,
 )
 from ._heldout import (
@@ -31,6 +32,7 @@ from ._splits import HeldoutSplit, make_splits
 
 __all__ = [
     "BASELINES",
+    "CELL_EVAL_PROFILES",
     "DEFAULT_METHODS",
     "EFFECT_METRICS",
     "METHODS",
@@ -50,6 +52,7 @@ __all__ = [
     "posthoc_sparse_rotation",
     "report_markdown",
     "score_predictions",
+    "score_with_cell_eval",
     "shift_targets",
     "split_table",
     "summarize_effect_correlations",

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 from anndata import AnnData
 
-from ._effects import mean_log_expression
+from sparsevae._normalize import mean_log_expression
 
 NO_CHANGE = "baseline: no change"
 MEAN_CHANGE = "baseline: mean of training perturbations"

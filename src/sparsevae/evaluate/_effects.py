@@ -39,26 +39,6 @@ EFFECT_COLUMNS = tuple(
 )
 
 
-def mean_log_expression(adata: AnnData, layer: str | None = None) -> np.ndarray:
-    """Mean of ``log1p(counts per 10,000)`` per gene, read in blocks of cells (sparse stays sparse).
-
-    Cells without counts are skipped: they have no proportions. The normalisation is the
-    package's one (:func:`sparsevae._normalize.log1p_cp10k`).
-    """
-    counts = adata.X if layer is None else adata.layers[layer]
-    total = np.zeros(adata.n_vars)
-    n_cells = 0
-    for start in range(0, adata.n_obs, 4096):
-        block = counts[start : start + 4096]
-        block = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
-        values, keep = log1p_cp10k(block)
-        total += values[keep].sum(axis=0)
-        n_cells += int(keep.sum())
-    if n_cells == 0:
-        raise ValueError("adata has no cell with counts: there is no mean expression to take.")
-    return total / n_cells
-
-
 def effect_correlations(
     predicted: np.ndarray, observed: np.ndarray, n_top: int = 20
 ) -> dict[str, float]:

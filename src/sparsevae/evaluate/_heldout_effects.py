@@ -12,9 +12,11 @@ import zlib
 import numpy as np
 import pandas as pd
 
+from sparsevae._normalize import mean_log_expression
+
 from ._baselines import baseline_predictions, observed_changes
 from ._cells import _fresh
-from ._effects import EFFECT_METRICS, log_normalized, mean_log_expression, score_predictions
+from ._effects import EFFECT_METRICS, log_normalized, score_predictions
 from ._splits import EVALUATION, TRAIN, TRANSFER
 
 #: Control cells on which a held-out perturbation's effect is predicted (a seeded sample when

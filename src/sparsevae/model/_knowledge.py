@@ -60,6 +60,7 @@ class ModelKnowledge:
         self._model = model
         self._means: pd.DataFrame | None = None
         self._means_state: tuple | None = None
+        self._log_libraries: pd.Series | None = None
 
     # ---- names ---------------------------------------------------------------------------
     @property
@@ -246,3 +247,58 @@ class ModelKnowledge:
         shifts = np.zeros(means.shape, dtype=np.float32)  # the control row stays 0
         shifts[rows] = latent_shifts(means[rows], control)
         return shifts
+
+    # ---- library sizes: the depth model of predictions -----------------------------------
+    def log_library_means(
+        self, adata: AnnData | None = None, batch_size: int | None = None
+    ) -> pd.Series:
+        """Mean log library size of each category's own cells (NaN: none), by category.
+
+        The library size is a cell's total count over the model's genes. For the model's own
+        data (``adata=None``) the result is kept: it depends on the data only.
+        :meth:`~sparsevae.SparseVAE.transfer` adds the new perturbations' from their cells.
+        """
+        if adata is None and self._log_libraries is not None:
+            return self._log_libraries
+        model = self._model
+        data = model._validate_anndata(adata)
+        check_known_perturbations(model, data)
+        loader = model._make_data_loader(adata=data, batch_size=batch_size)
+        library = np.concatenate(
+            [tensors[REGISTRY_KEYS.X_KEY].sum(dim=1).numpy() for tensors in loader]
+        ).astype(np.float64)
+        labels = data.obs[self.perturbation_key].astype(str).to_numpy()
+        with np.errstate(divide="ignore"):
+            logs = pd.Series(np.log(library)).replace(-np.inf, np.nan)  # no counts: skipped
+        means = logs.groupby(labels).mean().reindex(pd.Index(self.categories, name="category"))
+        if adata is None:
+            self.keep_log_library_means(means)
+        return means
+
+    def keep_log_library_means(self, means: pd.Series) -> None:
+        """Keep ``means`` (by category) as the model's own data's mean log library sizes."""
+        self._log_libraries = means
+
+    def library_shifts(self) -> np.ndarray:
+        """Each category's change of mean log library size, (n_categories,).
+
+        The depth model of predictions: a perturbation changes a cell's library size (counts
+        over the model's genes) by ``exp(shift)``, and a combination by the product of its
+        singles' (the sum in log space, as latent shifts add). The reference is that of the
+        latent shifts (:mod:`sparsevae._shifts`): control's mean, or without a control label
+        the median of the perturbations'. NaN for categories without cells of their own, 0 for
+        control.
+        """
+        means = self.log_library_means().to_numpy()[:, None]
+        control = None
+        if self.control is not None:
+            control = means[self.control_index]
+            if np.isnan(control).any():
+                raise ValueError(
+                    f"The model's data have no control cells (label {self.control!r}) to "
+                    "measure library sizes from; pass depth='observed'."
+                )
+        rows = self.perturbed_rows
+        shifts = np.zeros(means.shape)
+        shifts[rows] = latent_shifts(means[rows], control)
+        return shifts[:, 0]

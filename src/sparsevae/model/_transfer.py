@@ -82,16 +82,20 @@ def copy_trained_tensors(trained: torch.nn.Module, new: torch.nn.Module) -> None
 def extend_latent_means(
     parent: BaseModelClass, new: BaseModelClass, adata: AnnData, added: list[str], batch_size
 ) -> np.ndarray:
-    """After transfer: ``new`` keeps the parent's mean latents, plus ``added``'s from ``adata``.
+    """After transfer: ``new`` keeps the parent's mean latents and library sizes, plus added's.
 
-    The networks are the parent's, so the parent's means hold.
+    The networks are the parent's, so the parent's means hold; the new perturbations' come
+    from their cells in ``adata``.
 
     Returns the new perturbations' means, (len(added), n_latent): the gamma = 1 optimum of
     their prior shifts.
     """
     means = parent.knowledge.latent_means()
-    means = means.reindex(pd.Index(new.knowledge.categories, name="category"))
+    index = pd.Index(new.knowledge.categories, name="category")
+    means = means.reindex(index)
+    libraries = parent.knowledge.log_library_means().reindex(index)
     if added:
+        libraries.loc[added] = new.knowledge.log_library_means(adata, batch_size).loc[added]
         own = new.knowledge.latent_means(adata, batch_size)
         alone = [name for name in added if own.loc[name].isna().any()]
         if alone:
@@ -102,6 +106,7 @@ def extend_latent_means(
             )
         means.loc[added] = own.loc[added].to_numpy()
     new.knowledge.keep_latent_means(means)
+    new.knowledge.keep_log_library_means(libraries)
     return means.loc[added].to_numpy(dtype=np.float32)
 
 
