@@ -10,6 +10,9 @@ from anndata import AnnData
 from scipy import sparse
 
 CONTROL_LABEL = "control"
+#: Delimiter of combination labels (``"P003+P017"``), as in
+#: ``SparseVAE.setup_anndata(..., combination_delimiter="+")``.
+COMBINATION_DELIMITER = "+"
 
 
 def _orthogonal(rng: np.random.Generator, n_in: int, n_out: int) -> np.ndarray:
@@ -95,22 +98,28 @@ def _sample_counts(
     library: np.ndarray,
     inverse_dispersion: float | None = None,
     standardise: bool = True,
-) -> sparse.csr_matrix:
+    scale: float | None = None,
+) -> tuple[sparse.csr_matrix, float]:
     """Counts of every cell as CSR: softmax over genes of ``logits_of(z)`` times the library.
 
     ``standardise``: logits divided by their standard deviation over all cells (the paper's
-    MLP decoder). Poisson counts, or negative binomial ones (a Gamma-Poisson mixture with
-    ``inverse_dispersion`` theta, variance ``mean + mean^2 / theta``). Cells are processed in
-    chunks of about ``_CHUNK_VALUES`` values; data that fit in one chunk are simulated in a
-    single pass (the exact numbers earlier releases produced).
+    MLP decoder), or by ``scale`` if given (the same decoder for further cells). Poisson
+    counts, or negative binomial ones (a Gamma-Poisson mixture with ``inverse_dispersion``
+    theta, variance ``mean + mean^2 / theta``). Cells are processed in chunks of about
+    ``_CHUNK_VALUES`` values; data that fit in one chunk are simulated in a single pass (the
+    exact numbers earlier releases produced). Returns the counts and the scale the logits were
+    divided by.
     """
     n_cells = z.shape[0]
     rows = max(1, _CHUNK_VALUES // n_genes)
-    logits, scale = None, 1.0
+    logits = None
+    if not standardise:
+        scale = 1.0
     if n_cells <= rows:
         logits = logits_of(z)
-        scale = logits.std() if standardise else 1.0
-    elif standardise:
+        if scale is None:
+            scale = logits.std()
+    elif scale is None:
         scale = _logit_sd(z, logits_of, rows)
     blocks = []
     for start in range(0, n_cells, rows):
@@ -123,7 +132,15 @@ def _sample_counts(
         empty = counts.sum(axis=1) == 0
         counts[empty, rng.integers(n_genes, size=int(empty.sum()))] = 1.0
         blocks.append(sparse.csr_matrix(counts))
-    return blocks[0] if len(blocks) == 1 else sparse.vstack(blocks, format="csr")
+    counts = blocks[0] if len(blocks) == 1 else sparse.vstack(blocks, format="csr")
+    return counts, float(scale)
+
+
+def _choose_pairs(rng: np.random.Generator, n_perturbations: int, n_pairs: int) -> np.ndarray:
+    """``n_pairs`` distinct unordered pairs of perturbations (rows ``i < j``), in sorted order."""
+    first, second = np.triu_indices(n_perturbations, k=1)
+    chosen = np.sort(rng.choice(first.size, size=n_pairs, replace=False))
+    return np.stack([first[chosen], second[chosen]], axis=1)
 
 
 def simulate_sparse_shift(
@@ -147,6 +164,8 @@ def simulate_sparse_shift(
     decoder: str = "mlp",
     programme_size: int | None = None,
     programme_loading: float = 0.4,
+    n_combinations: int = 0,
+    n_cells_per_combination: int | None = None,
 ) -> AnnData:
     """Simulate a perturbation screen where each perturbation shifts a few latent variables.
 
@@ -163,6 +182,14 @@ def simulate_sparse_shift(
     (``noise="negative_binomial"``), a realistic depth and its spread (``library_size``,
     ``library_log_sd``) and control cells (``n_control_cells``). The defaults reproduce the
     data of earlier releases exactly.
+
+    Combinations (``n_combinations``): distinct random pairs of perturbations ``A`` and ``B``,
+    labelled ``"A+B"``, whose cells have ``z ~ N(shift_A + shift_B, I)``: the truth is additive
+    in the latent space and goes through the same decoder (for the MLP, the same
+    standardisation of the logits as the single perturbations' cells) and count model, so with
+    a nonlinear decoder the pair's change of expression is not the sum of its singles'. Their
+    cells are drawn after everything else: control and single-perturbation cells are the same
+    with or without combinations.
 
     Parameters
     ----------
@@ -209,20 +236,35 @@ def simulate_sparse_shift(
     programme_loading
         Median absolute loading: the change of a programme gene's log expression per SD of its
         latent.
+    n_combinations
+        Number of distinct pairs of perturbations with cells of their own (0: none, the data
+        of earlier releases); at most ``n_perturbations * (n_perturbations - 1) / 2``.
+    n_cells_per_combination
+        Cells per pair (default: ``n_cells_per_perturbation``).
 
     Returns
     -------
     AnnData with integer counts in ``X`` (float32, CSR), ``obs["perturbation"]`` (categorical,
-    ``"control"`` first, then ``"P000"``...), ``obsm["z_true"]``, ``uns["true_targets"]`` (0/1
-    DataFrame perturbations × latents) and ``uns["true_shift"]`` (DataFrame), plus the
-    simulation parameters in ``uns["simulation"]``.
+    ``"control"`` first, then ``"P000"``..., then the pairs ``"P003+P017"``... in sorted order,
+    their cells last), ``obsm["z_true"]``, ``uns["true_targets"]`` (0/1 DataFrame single
+    perturbations × latents) and ``uns["true_shift"]`` (DataFrame, single perturbations; a
+    pair's shift is the sum of its singles'), plus the simulation parameters in
+    ``uns["simulation"]`` (with the pairs' labels under ``"combinations"``).
 
     Examples
     --------
     >>> adata = simulate_sparse_shift(n_perturbations=10, n_cells_per_perturbation=50,
     ...                               n_latent=5, random_state=1)
-    >>> adata.uns["true_targets"].sum(axis=1).between(1, 3).all()
+    >>> bool(adata.uns["true_targets"].sum(axis=1).between(1, 3).all())
     True
+
+    Two pairs with 30 cells each, labelled for ``combination_delimiter="+"``:
+
+    >>> pairs = simulate_sparse_shift(n_perturbations=10, n_cells_per_perturbation=50,
+    ...                               n_latent=5, random_state=1, n_combinations=2,
+    ...                               n_cells_per_combination=30)
+    >>> len(pairs.uns["simulation"]["combinations"]), pairs.n_obs - adata.n_obs
+    (2, 60)
     """
     low, high = n_targets
     if not 1 <= low <= high <= n_latent:
@@ -249,6 +291,26 @@ def simulate_sparse_shift(
         )
     if n_perturbations < 1 or n_cells_per_perturbation < 1:
         raise ValueError("n_perturbations and n_cells_per_perturbation must be positive.")
+    n_pairs_possible = n_perturbations * (n_perturbations - 1) // 2
+    if (
+        isinstance(n_combinations, bool)
+        or not isinstance(n_combinations, (int, np.integer))
+        or not 0 <= n_combinations <= n_pairs_possible
+    ):
+        raise ValueError(
+            f"n_combinations must be an integer from 0 to the {n_pairs_possible} distinct pairs "
+            f"of n_perturbations={n_perturbations}, got {n_combinations!r}."
+        )
+    if n_cells_per_combination is None:
+        n_cells_per_combination = n_cells_per_perturbation
+    if (
+        isinstance(n_cells_per_combination, bool)
+        or not isinstance(n_cells_per_combination, (int, np.integer))
+        or n_cells_per_combination < 1
+    ):
+        raise ValueError(
+            f"n_cells_per_combination must be a positive integer, got {n_cells_per_combination!r}."
+        )
     rng = np.random.default_rng(random_state)
     n_control_cells = n_cells_per_perturbation if n_control_cells is None else n_control_cells
 
@@ -284,11 +346,26 @@ def simulate_sparse_shift(
     else:
         logits_of = lambda block: _programme_logits(block, baseline, loadings)  # noqa: E731
     theta = inverse_dispersion if noise == "negative_binomial" else None
-    counts = _sample_counts(
+    counts, scale = _sample_counts(
         rng, z, logits_of, n_genes, library, theta, standardise=decoder == "mlp"
     )
 
-    categories = ([CONTROL_LABEL] if n_control_cells > 0 else []) + names
+    pair_names: list[str] = []
+    if n_combinations > 0:
+        # Drawn after every other cell, so control and singles do not depend on the pairs.
+        pairs = _choose_pairs(rng, n_perturbations, n_combinations)
+        pair_names = [f"{names[i]}{COMBINATION_DELIMITER}{names[j]}" for i, j in pairs]
+        pair_means = np.repeat(shift[pairs[:, 0]] + shift[pairs[:, 1]], n_cells_per_combination, 0)
+        pair_z = pair_means + rng.normal(size=pair_means.shape)
+        pair_library = library_size * np.exp(library_log_sd * rng.normal(size=(pair_z.shape[0], 1)))
+        pair_counts, _ = _sample_counts(
+            rng, pair_z, logits_of, n_genes, pair_library, theta, decoder == "mlp", scale
+        )
+        labels = np.concatenate([labels, np.repeat(pair_names, n_cells_per_combination)])
+        z = np.concatenate([z, pair_z])
+        counts = sparse.vstack([counts, pair_counts], format="csr")
+
+    categories = ([CONTROL_LABEL] if n_control_cells > 0 else []) + names + pair_names
     obs = pd.DataFrame(
         {"perturbation": pd.Categorical(labels, categories=categories)},
         index=[f"cell_{i}" for i in range(z.shape[0])],
@@ -319,5 +396,8 @@ def simulate_sparse_shift(
         "decoder": decoder,
         "programme_size": programme_size,
         "programme_loading": programme_loading,
+        "n_combinations": int(n_combinations),
+        "n_cells_per_combination": int(n_cells_per_combination),
+        "combinations": pair_names,
     }
     return adata

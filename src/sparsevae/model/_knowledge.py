@@ -233,18 +233,22 @@ class ModelKnowledge:
         categories without cells of their own, 0 for control.
         """
         means = self.latent_means(adata, batch_size).to_numpy()
+        no_control = (
+            f"adata has no control cells (label {self.control!r}) to measure latent shifts "
+            "from. Pass adata= with control cells (a model loaded with only transfer cells "
+            "does not keep its training controls)."
+        )
+        return self._shifts(means, no_control).astype(np.float32)
+
+    def _shifts(self, means: np.ndarray, no_control: str) -> np.ndarray:
+        """:func:`sparsevae._shifts.latent_shifts` of per-category ``means`` (control row 0)."""
         control = None
         if self.control is not None:
             control = means[self.control_index]
             if np.isnan(control).any():
-                raise ValueError(
-                    f"adata has no control cells (label {self.control!r}) to measure latent shifts "
-                    "from. "
-                    "Pass adata= with control cells (a model loaded with only transfer cells "
-                    "does not keep its training controls)."
-                )
+                raise ValueError(no_control)
         rows = self.perturbed_rows
-        shifts = np.zeros(means.shape, dtype=np.float32)  # the control row stays 0
+        shifts = np.zeros(means.shape)  # the control row stays 0
         shifts[rows] = latent_shifts(means[rows], control)
         return shifts
 
@@ -290,15 +294,8 @@ class ModelKnowledge:
         control.
         """
         means = self.log_library_means().to_numpy()[:, None]
-        control = None
-        if self.control is not None:
-            control = means[self.control_index]
-            if np.isnan(control).any():
-                raise ValueError(
-                    f"The model's data have no control cells (label {self.control!r}) to "
-                    "measure library sizes from; pass depth='observed'."
-                )
-        rows = self.perturbed_rows
-        shifts = np.zeros(means.shape)
-        shifts[rows] = latent_shifts(means[rows], control)
-        return shifts[:, 0]
+        no_control = (
+            f"The model's data have no control cells (label {self.control!r}) to measure "
+            "library sizes from; pass depth='observed'."
+        )
+        return self._shifts(means, no_control)[:, 0]
