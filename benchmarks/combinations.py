@@ -28,7 +28,11 @@ Predictors of a pair's change of mean log1p(counts per 10,000) from control:
 Every predictor is scored by ``sv.evaluate.score_predictions`` against the same evaluation
 cells and the same bootstrap resamples: Pearson delta over all genes and the top 20 DE genes,
 MSE over the top 20 DE genes, L2 over the most expressed genes (here all 250), with 95%
-intervals over cells. Models also get the interventional NLL of the evaluation cells.
+intervals over cells. Models also get the interventional NLL of the evaluation cells. With the
+eval extra installed (``pip install "sparsevae[eval]"``; ``--no-cell-eval`` skips it), the
+zero-shot model and the baselines are also scored by cell-eval as cells
+(``sv.evaluate.score_with_cell_eval``, profile ``minimal``): results in ``combinations.md``'s
+last section and ``combinations_cell_eval.csv``.
 
 Usage::
 
@@ -42,12 +46,14 @@ import argparse
 import time
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import scvi
 import torch
 
 import sparsevae as sv
+from sparsevae._normalize import log1p_cp10k
 from sparsevae._quiet import QUIET_TRAINER, silence_lightning
 
 RESULTS = Path(__file__).parent / "results"
@@ -88,18 +94,75 @@ def relabel(adata, names: dict[str, str]):
     return out
 
 
-def run_seed(adata, pairs: list[str], args, seed: int) -> tuple[list[dict], list[dict], list]:
-    """Train, predict and score one seed: per-pair rows, seen-single rows, per-gene rows."""
-    (split,) = sv.evaluate.make_splits(
-        adata, perturbation_key=KEY, control=CONTROL, heldout=pairs, random_state=seed
+def cells_from_change(control: ad.AnnData, change: np.ndarray, label: str) -> ad.AnnData:
+    """A baseline's change as cells: each control cell's log1p(CP10k) moved by ``change``.
+
+    Values below 0 are clipped; returned as CP10k-scale expression (``expm1``), which
+    :func:`sparsevae.evaluate.score_with_cell_eval` normalises like counts.
+    """
+    values, _ = log1p_cp10k(control.X.toarray() if hasattr(control.X, "toarray") else control.X)
+    moved = np.expm1(np.clip(values + change, 0, None)).astype(np.float32)
+    obs = pd.DataFrame({KEY: label}, index=[f"{label}:{name}" for name in control.obs_names])
+    return ad.AnnData(X=moved, obs=obs, var=pd.DataFrame(index=control.var_names))
+
+
+def with_control(blocks: list[ad.AnnData], control: ad.AnnData) -> ad.AnnData:
+    """``blocks`` and the control cells in one AnnData (the layout cell-eval reads)."""
+
+    def plain(data: ad.AnnData, label=None) -> ad.AnnData:
+        labels = data.obs[KEY].astype(str).to_numpy() if label is None else label
+        return ad.AnnData(
+            X=data.X.toarray() if hasattr(data.X, "toarray") else np.asarray(data.X),
+            obs=pd.DataFrame({KEY: labels}, index=data.obs_names.copy()),
+            var=pd.DataFrame(index=data.var_names.copy()),
+        )
+
+    parts = [plain(block) for block in blocks] + [plain(control, CONTROL)]
+    return ad.concat(parts, index_unique="-")
+
+
+def cell_eval_rows(additive, pairs, control, transfer, evaluation, predictions, seed) -> list:
+    """cell-eval's metrics (profile ``minimal``) of the zero-shot model and the baselines."""
+    labels = lambda data: data.obs[KEY].astype(str).to_numpy()  # noqa: E731
+    real = with_control([evaluation[np.isin(labels(evaluation), pairs)]], control)
+    zero_shot = additive.predict_perturbations(pairs, control, random_state=seed)
+    predicted = {
+        ZERO_SHOT: zero_shot,
+        "baseline: split-half": with_control([transfer[np.isin(labels(transfer), pairs)]], control),
+        **{
+            name: with_control(
+                [cells_from_change(control, predictions[pair][name], pair) for pair in pairs],
+                control,
+            )
+            for name in ("baseline: additive", "baseline: mean of training perturbations")
+        },
+    }
+    rows = []
+    for name, cells in predicted.items():
+        scores = sv.evaluate.score_with_cell_eval(
+            cells, real, KEY, CONTROL, profile="minimal", baseline=name == ZERO_SHOT
+        )
+        for _, row in scores.iterrows():
+            rows.append({"predictor": name, "seed": seed, **row.drop("baseline", errors="ignore")})
+            if name == ZERO_SHOT and "baseline" in row:
+                rows.append(
+                    {
+                        "predictor": "cell-eval base-mean baseline",
+                        "seed": seed,
+                        **row.drop(["baseline", "value"]),
+                        "value": row["baseline"],
+                    }
+                )
+    return rows
+
+
+def run_seed(adata, pairs: list[str], args, seed: int) -> tuple[list, list, list, list]:
+    """Train, predict and score one seed: per-pair, seen-single, per-gene and cell-eval rows."""
+    from _pairs import split_pairs
+
+    train, transfer, evaluation, control, control_mean, training_changes = split_pairs(
+        adata, pairs, KEY, CONTROL, seed
     )
-    roles = split.roles.to_numpy()
-    train = adata[roles == "train"].copy()
-    transfer = adata[roles == "transfer"].copy()
-    evaluation = adata[roles == "evaluation"].copy()
-    control = train[train.obs[KEY] == CONTROL].copy()
-    control_mean = sv.evaluate.mean_log_expression(control)
-    training_changes = sv.evaluate.observed_changes(train, KEY, control_mean, exclude=(CONTROL,))
 
     additive = fit(train.copy(), "+", args, seed)
     one_label = fit(train.copy(), None, args, seed).transfer(transfer, sparse=False)
@@ -123,7 +186,7 @@ def run_seed(adata, pairs: list[str], args, seed: int) -> tuple[list[dict], list
 
     eval_labels = evaluation.obs[KEY].astype(str).to_numpy()
     transfer_labels = transfer.obs[KEY].astype(str).to_numpy()
-    rows, gene_rows = [], []
+    rows, gene_rows, all_predictions = [], [], {}
     for pair in pairs:
         transfer_change = (
             sv.evaluate.mean_log_expression(transfer[transfer_labels == pair]) - control_mean
@@ -145,6 +208,7 @@ def run_seed(adata, pairs: list[str], args, seed: int) -> tuple[list[dict], list
                 combination_delimiter="+",
             ),
         }
+        all_predictions[pair] = predictions
         cells = sv.evaluate.log_normalized(evaluation[eval_labels == pair])
         observed = cells.mean(axis=0) - control_mean
         gene_rows += [
@@ -192,7 +256,12 @@ def run_seed(adata, pairs: list[str], args, seed: int) -> tuple[list[dict], list
             scores = sv.evaluate.effect_metrics(predicted, observed, control_mean)
             name = ", ".join([source, *(f"{key}={value}" for key, value in variant.items())])
             single_rows.append({"seed": seed, "single": single, "source": name, **scores})
-    return rows, single_rows, gene_rows
+    cell_eval = []
+    if args.cell_eval:
+        cell_eval = cell_eval_rows(
+            additive, pairs, control, transfer, evaluation, all_predictions, seed
+        )
+    return rows, single_rows, gene_rows, cell_eval
 
 
 def where_zero_shot_loses(genes: pd.DataFrame, n_genes: int = 5) -> pd.DataFrame:
@@ -233,6 +302,12 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
+        "--no-cell-eval",
+        dest="cell_eval",
+        action="store_false",
+        help="skip cell-eval's metrics (they need the eval extra: pip install 'sparsevae[eval]')",
+    )
+    parser.add_argument(
         "--pairs",
         nargs="+",
         default=None,
@@ -253,12 +328,13 @@ def main() -> None:
             f"--pairs {wrong}: not pairs whose singles have cells of their own; "
             f"choose from {eligible}"
         )
-    rows, single_rows, gene_rows = [], [], []
+    rows, single_rows, gene_rows, cell_eval_scores = [], [], [], []
     for seed in args.seeds:
-        seed_rows, seed_singles, seed_genes = run_seed(adata, pairs, args, seed)
+        seed_rows, seed_singles, seed_genes, seed_cell_eval = run_seed(adata, pairs, args, seed)
         rows += seed_rows
         single_rows += seed_singles
         gene_rows += seed_genes
+        cell_eval_scores += seed_cell_eval
         print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
     table = pd.DataFrame(rows)
     singles = pd.DataFrame(single_rows)
@@ -359,6 +435,26 @@ def main() -> None:
         "latent).",
         "",
     ]
+    if cell_eval_scores:
+        scores = pd.DataFrame(cell_eval_scores)
+        scores.to_csv(RESULTS / f"{name}_cell_eval.csv", index=False)
+        per_metric = scores.groupby(["predictor", "metric"], sort=False)["value"].mean().unstack()
+        better = scores.drop_duplicates("metric").set_index("metric")["better"]
+        text += [
+            "## cell-eval's metrics (profile `minimal`), mean over pairs and seeds",
+            "",
+            "The same held-out pairs and evaluation cells, scored by cell-eval "
+            "(`sv.evaluate.score_with_cell_eval`): every side as cells beside the same training "
+            "control cells, each cell normalised to log1p(counts per 10,000). Predicted cells: "
+            "sVAE+ zero-shot from `predict_perturbations` (one negative binomial draw per "
+            "control cell); split-half, the pair's transfer-half cells; the additive and mean "
+            "baselines, each control cell's log1p(CP10k) moved by the baseline's change "
+            "(clipped at 0); cell-eval's own base-mean baseline beside the zero-shot model. "
+            "Better: " + ", ".join(f"`{m}` {b or 'n/a'}" for m, b in better.items()) + ".",
+            "",
+            per_metric.to_markdown(floatfmt=".3f"),
+            "",
+        ]
     (RESULTS / f"{name}.md").write_text("\n".join(text))
     print("\n".join(text[:12]))
 
