@@ -171,7 +171,11 @@ def _closest_to_identity(rotation: torch.Tensor) -> torch.Tensor:
     old axis as it can: latents are not renamed or flipped for nothing.
     """
     rows, cols = linear_sum_assignment(rotation.abs().cpu().numpy(), maximize=True)
-    order = torch.as_tensor(cols[rows.argsort()], device=rotation.device)
-    permuted = rotation[:, order]
+    return signed_permutation(rotation, torch.as_tensor(cols[rows.argsort()]))
+
+
+def signed_permutation(rotation: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``rotation``'s columns in ``order``, each signed so that its diagonal entry is >= 0."""
+    permuted = rotation[:, order.to(rotation.device)]
     diagonal = torch.diagonal(permuted)
     return permuted * torch.sign(diagonal).where(diagonal != 0, torch.ones_like(diagonal))
