@@ -63,6 +63,7 @@ ZERO_SHOT_PRIOR = "sVAE+ zero-shot, prior shifts"
 ZERO_SHOT_OLD = "sVAE+ zero-shot, prior shifts, expected statistic"
 ZERO_SHOT_OBSERVED_DEPTH = "sVAE+ zero-shot, observed library sizes"
 ZERO_SHOT_OBSERVED_CONTROL = "sVAE+ zero-shot, observed control reference"
+INTERACTION = "observed singles + sVAE+ interaction"
 ONE_LABEL = "one label per pair (transfer)"
 PAIR_TRANSFER = "sVAE+, pair as a label (transfer)"
 METRICS = list(sv.evaluate.EFFECT_METRICS)
@@ -196,6 +197,11 @@ def run_seed(adata, pairs: list[str], args, seed: int) -> tuple[list, list, list
             ZERO_SHOT_OBSERVED_DEPTH: effect(additive, pair, depth="observed"),
             ZERO_SHOT_OBSERVED_CONTROL: effect(additive, pair, reference_statistic="observed"),
             ZERO_SHOT_PRIOR: effect(additive, pair, source="prior"),
+            # the additive baseline plus the model's non-additive part of the pair:
+            # observed A + observed B + [model(A+B) - model(A) - model(B)]
+            INTERACTION: sum(training_changes[single] for single in pair.split("+"))
+            + effect(additive, pair)
+            - sum(effect(additive, single) for single in pair.split("+")),
             ZERO_SHOT_OLD: effect(
                 additive, pair, source="prior", statistic="expected", library_size=1e4, log1p=True
             ),
