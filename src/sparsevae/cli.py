@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import logging
+import shutil
 import sys
 import time
 import warnings
@@ -397,25 +398,40 @@ def _report(args: argparse.Namespace) -> int:
             cluster_kwargs=cluster_kwargs,
             random_state=args.random_state,
         )
-    report = sv.evaluate.interventional_nll_report(
-        adata,
-        perturbation_key=args.perturbation_key,
-        control=args.control,
-        layer=args.layer,
-        batch_key=args.batch_key,
-        combination_delimiter=args.combination_delimiter,
-        methods=methods,
-        heldout=heldout,
-        seeds=args.seeds,
-        max_epochs=args.max_epochs,
-        n_particles=args.n_particles,
-        n_latent=args.n_latent,
-        transfer_fraction=args.transfer_fraction,
-        n_top_genes=args.n_top_genes,
-        cluster_kwargs=cluster_kwargs,
-        random_state=args.random_state,
-        progress_bar=True,
-    )
+    # Each finished split is kept in OUT/checkpoint: --resume continues a killed report.
+    checkpoint = out / "checkpoint"
+    if not args.resume and checkpoint.exists():
+        shutil.rmtree(checkpoint)  # a fresh report: the last one's splits do not count
+    elif args.resume and not checkpoint.exists():
+        raise CommandError(
+            f"--resume: {checkpoint} does not exist, so there is no report to continue; run "
+            "without --resume to start one."
+        )
+    from sparsevae.evaluate._heldout import CheckpointMismatchError
+
+    try:
+        report = sv.evaluate.interventional_nll_report(
+            adata,
+            perturbation_key=args.perturbation_key,
+            control=args.control,
+            layer=args.layer,
+            batch_key=args.batch_key,
+            combination_delimiter=args.combination_delimiter,
+            methods=methods,
+            heldout=heldout,
+            seeds=args.seeds,
+            max_epochs=args.max_epochs,
+            n_particles=args.n_particles,
+            n_latent=args.n_latent,
+            transfer_fraction=args.transfer_fraction,
+            n_top_genes=args.n_top_genes,
+            cluster_kwargs=cluster_kwargs,
+            random_state=args.random_state,
+            progress_bar=True,
+            checkpoint_dir=checkpoint,
+        )
+    except CheckpointMismatchError as error:  # --resume with other options than that run's
+        raise CommandError(f"--resume: {error}") from error
     report.to_csv(out / "report.csv", index=False)
     sv.evaluate.split_table(report).to_csv(out / "splits.csv", index=False)
     figures = ["interventional_nll.png"]
@@ -602,6 +618,12 @@ def build_parser() -> argparse.ArgumentParser:
         "predicted zero-shot and get the additive baseline",
     )
     rep.add_argument("--seeds", type=int, nargs="+", default=[0])
+    rep.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a killed report with the same --out: finished splits (OUT/checkpoint) "
+        "are read, not trained again; other settings than that run's are refused",
+    )
     rep.add_argument("--max-epochs", type=_positive_int, default=200)
     rep.add_argument("--n-latent", type=_positive_int, default=15)
     rep.add_argument("--n-particles", type=_positive_int, default=1000)

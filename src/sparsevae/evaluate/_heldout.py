@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -264,6 +266,51 @@ def _evaluate_split(
     return rows
 
 
+class CheckpointMismatchError(ValueError):
+    """A report's ``checkpoint_dir`` holds a report with other settings."""
+
+
+class _Checkpoint:
+    """Finished splits of a held-out report on disk (see ``checkpoint_dir``)."""
+
+    def __init__(self, folder: str | Path, settings: dict):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / "settings.json"
+        settings = json.loads(json.dumps(settings, default=str))  # as it reads back
+        if path.exists():
+            saved = json.loads(path.read_text())
+            differ = sorted(
+                k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k)
+            )
+            if differ:
+                raise CheckpointMismatchError(
+                    f"checkpoint_dir={str(self.folder)!r} holds a report with other settings "
+                    f"({differ}); its finished splits would not belong to this report. Use "
+                    "another folder, or delete this one to start afresh."
+                )
+        else:
+            path.write_text(json.dumps(settings))
+
+    def _path(self, split: str) -> Path:
+        return self.folder / f"{split}.csv"
+
+    def read(self, split: str) -> list[dict] | None:
+        """The split's rows if it finished before, else ``None``."""
+        path = self._path(split)
+        if not path.exists():
+            return None
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        frame["note"] = frame["note"].fillna("")
+        return frame.to_dict("records")
+
+    def write(self, split: str, rows: list[dict]) -> None:
+        """Write the split's rows (to a temporary file first: a kill leaves no half file)."""
+        partial = self._path(split).with_suffix(".partial")
+        pd.DataFrame(rows, columns=REPORT_COLUMNS).to_csv(partial, index=False)
+        partial.replace(self._path(split))
+
+
 def interventional_nll_report(
     adata: AnnData,
     *,
@@ -288,6 +335,7 @@ def interventional_nll_report(
     model_kwargs: dict | None = None,
     train_kwargs: dict | None = None,
     progress_bar: bool = False,
+    checkpoint_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """Interventional NLL of held-out perturbations for each method, split and seed.
 
@@ -340,6 +388,13 @@ def interventional_nll_report(
         Extra arguments of :class:`~sparsevae.SparseVAE` and of its ``train``.
     progress_bar
         Show a progress bar over the trained models.
+    checkpoint_dir
+        Folder where each finished split's rows are written (``<split>.csv``) beside the
+        report's settings (``settings.json``). A report run again with the same folder and the
+        same settings reads the finished splits instead of training them again, so a report
+        killed mid-way continues where it stopped and gives the same table as an uninterrupted
+        run (every split's models are seeded on their own). Settings that differ from those in
+        the folder raise, naming them.
 
     Returns
     -------
@@ -394,11 +449,37 @@ def interventional_nll_report(
         random_state=random_state,
         cluster_kwargs=cluster_kwargs,
     )
+    settings = {
+        "perturbation_key": perturbation_key,
+        "control": control,
+        "methods": list(methods),
+        "seeds": [int(seed) for seed in seeds],
+        "max_epochs": max_epochs,
+        "n_particles": n_particles,
+        "n_latent": n_latent,
+        "transfer_fraction": transfer_fraction,
+        "sparse_transfer": sparse_transfer,
+        "n_top_genes": n_top_genes,
+        "layer": layer,
+        "batch_key": batch_key,
+        "combination_delimiter": combination_delimiter,
+        "n_boot": n_boot,
+        "random_state": random_state,
+        "model_kwargs": model_kwargs or {},
+        "train_kwargs": train_kwargs or {},
+        "data": [adata.n_obs, adata.n_vars],
+        "splits": {split.name: split.to_dict() for split in splits},
+    }
+    checkpoint = _Checkpoint(checkpoint_dir, settings) if checkpoint_dir is not None else None
     rows: list[dict] = []
     total = len(splits) * len(methods) * len(seeds)
     with tqdm(total=total, disable=not progress_bar, unit="model") as progress:
         for split in splits:
-            rows += _evaluate_split(
+            if checkpoint is not None and (done := checkpoint.read(split.name)) is not None:
+                rows += done
+                progress.update(len(methods) * len(seeds))
+                continue
+            split_rows = _evaluate_split(
                 adata,
                 split,
                 perturbation_key=perturbation_key,
@@ -419,6 +500,9 @@ def interventional_nll_report(
                 train_kwargs=train_kwargs or {},
                 progress=progress,
             )
+            if checkpoint is not None:
+                checkpoint.write(split.name, split_rows)
+            rows += split_rows
     report = pd.DataFrame(rows, columns=REPORT_COLUMNS)
     report.attrs["splits"] = {split.name: split.to_dict() for split in splits}
     report.attrs["split_params"] = {
