@@ -234,6 +234,40 @@ def test_exact_estimator_is_the_expected_kl_over_masks(prior_cls):
     torch.testing.assert_close(prior.kl(qz, perturbation), readout)
 
 
+def test_per_cell_logits_gather_the_rows_then_clamp_bitwise_as_clamping_all_rows():
+    """The KL reads only the minibatch's rows of the logits (no pass over all K rows per step):
+    values and gradients are bitwise those of clamping the whole table first, also for logits
+    beyond the clamp and for perturbations with several cells.
+    """
+    from sparsevae.module._prior_base import _MAX_LOGIT
+
+    torch.manual_seed(0)
+    prior = SpikeSlabPrior(6, 4, control_index=0, alpha=5.0).train()
+    with torch.no_grad():
+        prior.logits.copy_(torch.randn(6, 4) * 3)
+        prior.logits[2, 1], prior.logits[3, 0] = 40.0, -_MAX_LOGIT  # beyond and at the clamp
+        prior.mu.copy_(torch.randn(6, 4) * 2)
+    perturbation = torch.tensor([0, 2, 2, 3, 5, 2, 3])
+    qz = torch.distributions.Normal(torch.randn(7, 4), torch.rand(7, 4) + 0.3)
+
+    def clamp_all_rows_first() -> torch.Tensor:
+        codes, weight = prior._codes(perturbation)
+        pi = torch.sigmoid(prior.logits.clamp(-_MAX_LOGIT, _MAX_LOGIT)[codes])[:, 0]
+        mu = (prior.mu[codes] * weight.unsqueeze(-1))[:, 0]
+        m, var = qz.loc, qz.scale.pow(2)
+        expected_sq = pi * (m - mu).pow(2) + (1.0 - pi) * m.pow(2)
+        return 0.5 * (var + expected_sq - 1.0 - torch.log(var)).sum(dim=-1)
+
+    gradients = []
+    for kl in (lambda: prior.kl(qz, perturbation), clamp_all_rows_first):
+        prior.zero_grad()
+        value = kl()
+        (value.sum() + prior.penalty()).backward()
+        gradients.append((value.detach(), prior.logits.grad.clone(), prior.mu.grad.clone()))
+    for ours, reference in zip(*gradients, strict=True):
+        assert torch.equal(ours, reference)
+
+
 def test_gumbel_estimator_averages_to_the_exact_one():
     torch.manual_seed(1)
     kwargs = {"n_perturbations": 2, "n_latent": 4, "control_index": None, "alpha": 3.0}

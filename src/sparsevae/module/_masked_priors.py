@@ -101,11 +101,18 @@ class MaskedPrior(DensePrior):
         self.logits[rows] = self.logit_init if sparse else _MAX_LOGIT
         return sparse
 
-    def _clamped_logits(self) -> torch.Tensor:
-        return self.logits.clamp(-_MAX_LOGIT, _MAX_LOGIT)
+    def _clamped_logits(self, codes: torch.Tensor | None = None) -> torch.Tensor:
+        """The logits inside ``[-_MAX_LOGIT, _MAX_LOGIT]``; with ``codes``, only those rows.
+
+        Per cell, only the minibatch's rows are gathered and then clamped: the same values and
+        gradients as clamping all rows first (clamping is elementwise), without a pass over the
+        whole (n_perturbations, n_latent) table per step (benchmarks/scaling.py).
+        """
+        logits = self.logits if codes is None else self.logits[codes]
+        return logits.clamp(-_MAX_LOGIT, _MAX_LOGIT)
 
     def _gate(self, codes: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        logits = self._clamped_logits()[codes]
+        logits = self._clamped_logits(codes)
         if self.training and not self.masks_frozen:
             gamma = gumbel_sigmoid(logits, temperature=self.temperature, hard=True)
         else:
@@ -124,7 +131,7 @@ class MaskedPrior(DensePrior):
         # With independent g_t ~ Bern(pi_t), E[(m - s)^2] = (m - E s)^2 + Var s, where
         # E s = sum_t pi_t mu_t and Var s = sum_t pi_t (1 - pi_t) mu_t^2 (per latent).
         codes, weight = self._codes(perturbation)
-        pi = torch.sigmoid(self._clamped_logits()[codes])
+        pi = torch.sigmoid(self._clamped_logits(codes))
         mu = self.mu[codes] * weight.unsqueeze(-1)
         m, var = qz.loc, qz.scale.pow(2)
         if codes.shape[1] == 1:  # one label per cell: the same value, in the historical form
