@@ -83,6 +83,7 @@ CALLED = {
         "transfer_and_score",
         "score_with_cell_eval",
         "CELL_EVAL_PROFILES",
+        "CheckpointMismatchError",
     },
 }
 

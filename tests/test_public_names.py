@@ -55,8 +55,11 @@ def _package_classes():
 
 @pytest.mark.parametrize("cls", sorted(_package_classes(), key=lambda c: c.__qualname__))
 def test_every_warning_and_error_class_is_public(cls):
+    """From the package and from its own subpackage (``sv.model``, ``sv.evaluate``, ...)."""
     assert getattr(sv, cls.__name__, None) is cls
-    assert getattr(sv.model, cls.__name__, None) is cls
+    subpackage = getattr(sv, cls.__module__.split(".")[1])
+    assert getattr(subpackage, cls.__name__, None) is cls
+    assert cls.__name__ in subpackage.__all__
 
 
 def test_the_api_reference_lists_them():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from . import data, evaluate, metrics, pl, tl
+from .evaluate import CheckpointMismatchError
 from .model import EmptyGraphWarning, NonFiniteLossError, SparseVAE, UnsafeModelFileError
 
 try:
@@ -14,6 +15,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 # The warning and errors the package raises for users, importable from the top level too.
 __all__ = [
+    "CheckpointMismatchError",
     "EmptyGraphWarning",
     "NonFiniteLossError",
     "SparseVAE",

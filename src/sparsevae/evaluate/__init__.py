@@ -13,6 +13,7 @@ from ._effects import (
     score_predictions,
 )
 from ._heldout import (
+    CheckpointMismatchError,
     interventional_nll_report,
     split_table,
     summarize_interventional_nll,
@@ -37,6 +38,7 @@ __all__ = [
     "EFFECT_METRICS",
     "METHODS",
     "POSTHOC_READOUTS",
+    "CheckpointMismatchError",
     "HeldoutSplit",
     "baseline_predictions",
     "effect_correlations",
