@@ -64,12 +64,12 @@ import json
 import multiprocessing
 import os
 import platform
-import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from _memory import peak_rss_gib
 
 RESULTS = Path(__file__).parent / "results"
 PARTS = RESULTS / "scaling_parts"
@@ -127,18 +127,6 @@ def _sizes(quick: bool) -> dict:
 
 
 # ---- one fresh process ----------------------------------------------------------------------
-def _peak_rss_gib() -> float:
-    """Peak resident memory of this process (``VmHWM``, which starts afresh at exec)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**20  # KiB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
 def _start(quiet_warnings: bool = True):
     import warnings
 
@@ -221,7 +209,7 @@ def run_training(n_perturbations: int, n_latent: int, epochs: int, quick: bool) 
         "setup_s": setup_seconds,
         "prior_parameters": n_prior,
         "network_parameters": sum(p.numel() for p in model.module.parameters()) - n_prior,
-        "peak_rss_gib": _peak_rss_gib(),
+        "peak_rss_gib": peak_rss_gib(),
     }
 
 
@@ -294,7 +282,7 @@ def run_steps(n_perturbations: int, n_latent: int, quick: bool) -> dict:
     row["mean_correlation_coefficient_s"], _ = _timed(
         sv.metrics.mean_correlation_coefficient, z, noisy
     )
-    row["peak_rss_gib"] = _peak_rss_gib()
+    row["peak_rss_gib"] = peak_rss_gib()
     return row
 
 

@@ -39,7 +39,6 @@ import argparse
 import multiprocessing
 import os
 import platform
-import resource
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -48,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _memory import peak_rss_gib
 
 RESULTS = Path(__file__).parent / "results"
 PUBLISHED_SECONDS_PER_EPOCH = 0.97  # published code, 20,000 cells x 100 genes, batch 128, 1 thread
@@ -98,22 +98,6 @@ class Job:
     backed: bool = False
     throughput: bool = True
     extra: dict = field(default_factory=dict)
-
-
-def _peak_rss_gib() -> float:
-    """Peak resident memory of this process.
-
-    On Linux, VmHWM: unlike ``ru_maxrss``, which a spawned child inherits from the parent it
-    was forked from, it starts afresh at exec.
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**20  # KiB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def run_job(job: Job) -> dict:
@@ -192,7 +176,7 @@ def run_job(job: Job) -> dict:
         else:
             model.get_marginal_ll(indices=cells, n_mc_samples=IWELBO_PARTICLES)
         row["iwelbo_cells_per_s"] = len(cells) / (time.perf_counter() - start)
-    row["peak_rss_gib"] = _peak_rss_gib()
+    row["peak_rss_gib"] = peak_rss_gib()
     return row
 
 
