@@ -6,6 +6,9 @@ teaches the models that need it the pair, the *evaluation* half is scored.
 
 Predictors of a pair's change of mean log1p(counts per 10,000) from control:
 
+- **SAMS-VAE zero-shot** (``prior="sams-vae"``, its reference defaults, the same training,
+  shifts and statistic as sVAE+ zero-shot's default row; "prior shifts": from its learned
+  masks and embeddings, the model's own composition of the pair);
 - **sVAE+ zero-shot** (``combination_delimiter="+"``, no transfer):
   ``get_treatment_effect`` on the training control cells, with shifts from each single's own
   cells (``source="empirical"``, the default) or from the sparse prior (``source="prior"``),
@@ -64,6 +67,8 @@ ZERO_SHOT_OLD = "sVAE+ zero-shot, prior shifts, expected statistic"
 ZERO_SHOT_OBSERVED_DEPTH = "sVAE+ zero-shot, observed library sizes"
 ZERO_SHOT_OBSERVED_CONTROL = "sVAE+ zero-shot, observed control reference"
 INTERACTION = "observed singles + sVAE+ interaction"
+SAMS_ZERO_SHOT = "SAMS-VAE zero-shot"
+SAMS_ZERO_SHOT_PRIOR = "SAMS-VAE zero-shot, prior shifts"
 ONE_LABEL = "one label per pair (transfer)"
 PAIR_TRANSFER = "sVAE+, pair as a label (transfer)"
 METRICS = list(sv.evaluate.EFFECT_METRICS)
@@ -78,12 +83,13 @@ def eligible_pairs(labels: pd.Series) -> list[str]:
     return sorted(label for label in names if "+" in label and set(label.split("+")) <= names)
 
 
-def fit(adata, delimiter, args, seed) -> sv.SparseVAE:
+def fit(adata, delimiter, args, seed, prior: str = "spike_slab") -> sv.SparseVAE:
     scvi.settings.seed = seed
     sv.SparseVAE.setup_anndata(
         adata, perturbation_key=KEY, control=CONTROL, combination_delimiter=delimiter
     )
-    model = sv.SparseVAE(adata, n_latent=args.n_latent, alpha=args.alpha)
+    alpha = args.alpha if prior == "spike_slab" else None
+    model = sv.SparseVAE(adata, n_latent=args.n_latent, alpha=alpha, prior=prior)
     model.train(max_epochs=args.max_epochs, **QUIET_TRAINER)
     return model
 
@@ -122,13 +128,14 @@ def with_control(blocks: list[ad.AnnData], control: ad.AnnData) -> ad.AnnData:
     return ad.concat(parts, index_unique="-")
 
 
-def cell_eval_rows(additive, pairs, control, transfer, evaluation, predictions, seed) -> list:
+def cell_eval_rows(additive, pairs, control, transfer, evaluation, predictions, seed, sams) -> list:
     """cell-eval's metrics (profile ``minimal``) of the zero-shot model and the baselines."""
     labels = lambda data: data.obs[KEY].astype(str).to_numpy()  # noqa: E731
     real = with_control([evaluation[np.isin(labels(evaluation), pairs)]], control)
     zero_shot = additive.predict_perturbations(pairs, control, random_state=seed)
     predicted = {
         ZERO_SHOT: zero_shot,
+        SAMS_ZERO_SHOT: sams.predict_perturbations(pairs, control, random_state=seed),
         "baseline: split-half": with_control([transfer[np.isin(labels(transfer), pairs)]], control),
         **{
             name: with_control(
@@ -180,6 +187,12 @@ def run_seed(adata, pairs: list[str], args, seed: int) -> tuple[list, list, list
         ),
     }
 
+    # SAMS-VAE last, so that the sVAE+ rows draw the same random numbers as before it
+    sams = fit(train.copy(), "+", args, seed, prior="sams-vae")
+    nll[SAMS_ZERO_SHOT] = sams.get_interventional_nll(
+        evaluation.copy(), n_particles=args.n_particles
+    )
+
     def effect(model, label, **kwargs) -> np.ndarray:
         return model.get_treatment_effect(
             control.copy(), perturbation=label, random_state=seed, **kwargs
@@ -194,6 +207,8 @@ def run_seed(adata, pairs: list[str], args, seed: int) -> tuple[list, list, list
         )
         predictions = {
             ZERO_SHOT: effect(additive, pair),
+            SAMS_ZERO_SHOT: effect(sams, pair),
+            SAMS_ZERO_SHOT_PRIOR: effect(sams, pair, source="prior"),
             ZERO_SHOT_OBSERVED_DEPTH: effect(additive, pair, depth="observed"),
             ZERO_SHOT_OBSERVED_CONTROL: effect(additive, pair, reference_statistic="observed"),
             ZERO_SHOT_PRIOR: effect(additive, pair, source="prior"),
@@ -242,6 +257,8 @@ def run_seed(adata, pairs: list[str], args, seed: int) -> tuple[list, list, list
                     "n_target_latents": (
                         int((additive.get_combination_shift(pair, source="prior") != 0).sum())
                         if name.startswith("sVAE+ zero-shot")
+                        else int((sams.get_combination_shift(pair, source="prior") != 0).sum())
+                        if name.startswith("SAMS-VAE zero-shot")
                         else np.nan
                     ),
                     "interventional_nll": mean_nll,
@@ -265,7 +282,7 @@ def run_seed(adata, pairs: list[str], args, seed: int) -> tuple[list, list, list
     cell_eval = []
     if args.cell_eval:
         cell_eval = cell_eval_rows(
-            additive, pairs, control, transfer, evaluation, all_predictions, seed
+            additive, pairs, control, transfer, evaluation, all_predictions, seed, sams
         )
     return rows, single_rows, gene_rows, cell_eval
 

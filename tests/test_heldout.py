@@ -475,7 +475,7 @@ def test_report_baselines_match_a_hand_computation():
 def test_report_trains_every_method_of_the_family():
     """The seed's other methods go through the report by name: trained, transferred, scored."""
     others = [m for m in sv.evaluate.METHODS if m not in sv.evaluate.DEFAULT_METHODS]
-    assert set(others) == {"ivae-var", "clap", "beta-tcvae", "factorvae", "dip-vae"}
+    assert set(others) == {"ivae-var", "clap", "beta-tcvae", "factorvae", "dip-vae", "sams-vae"}
     report = sv.evaluate.interventional_nll_report(
         small_simulation(),
         methods=others,

@@ -150,7 +150,11 @@ def test_every_prior_answers_the_protocol():
     ]
     with pytest.raises(ValueError, match="rotate_latents=True needs a sparse prior"):
         make_prior("dense", 3, 2, 0).resolve_rotation(True)
-    assert [name for name, cls in PRIOR_CLASSES.items() if cls.has_masks] == ["l1", "spike_slab"]
+    assert [name for name, cls in PRIOR_CLASSES.items() if cls.has_masks] == [
+        "l1",
+        "spike_slab",
+        "sams-vae",
+    ]
     assert make_prior("l1", 3, 2, 0, alpha=2.0).hyperparameters() == {"alpha": 2.0}
 
 

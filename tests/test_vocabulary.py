@@ -21,7 +21,7 @@ def test_one_registry_of_names():
         assert kwargs["prior"] in PRIOR_CLASSES, method
     # a prior that is itself one published method is spelled as that method
     shared = set(PRIOR_CLASSES) & set(METHODS)
-    assert shared == {"ivae-var", "clap", "beta-tcvae", "dip-vae", "factorvae"}
+    assert shared == {"ivae-var", "clap", "beta-tcvae", "dip-vae", "factorvae", "sams-vae"}
     assert all(METHODS[name]["prior"] == name for name in shared)
 
 

@@ -26,6 +26,7 @@ class _ModuleKeys(NamedTuple):
     LIBRARY_KEY: str = "library"
     BATCH_INDEX_KEY: str = "batch_index"
     PERTURBATION_KEY: str = "perturbation"
+    OFFSET_KEY: str = "latent_offset"
 
 
 class _PriorNames(NamedTuple):
@@ -45,6 +46,7 @@ class _PriorNames(NamedTuple):
     BETA_TCVAE: str = "beta-tcvae"
     DIP_VAE: str = "dip-vae"
     FACTORVAE: str = "factorvae"
+    SAMS_VAE: str = "sams-vae"
 
 
 REGISTRY_KEYS = _RegistryKeys()
@@ -67,6 +69,7 @@ METHODS: dict[str, dict] = {
     "dip-vae": {"prior": PRIORS.DIP_VAE},
     "factorvae": {"prior": PRIORS.FACTORVAE},
     "clap": {"prior": PRIORS.CLAP},
+    "sams-vae": {"prior": PRIORS.SAMS_VAE},
 }
 
 #: Old spellings, kept working with a FutureWarning (wherever a prior or method is named).

@@ -99,7 +99,10 @@ class InterpretationMixin:
         for tensors in loader:
             x = tensors[REGISTRY_KEYS.X_KEY]
             batch_effects, batch_proportions = self.module.latent_shift_effects(
-                x, tensors.get(REGISTRY_KEYS.BATCH_KEY), float(shift)
+                x,
+                tensors.get(REGISTRY_KEYS.BATCH_KEY),
+                float(shift),
+                tensors[REGISTRY_KEYS.PERTURBATION_KEY],
             )
             effects = effects + batch_effects.double()
             proportions = proportions + batch_proportions.double()

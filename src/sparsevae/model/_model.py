@@ -101,6 +101,12 @@ class SparseVAE(
         - ``"beta-tcvae"``: beta-TCVAE, total correlation weighted ``tc_beta`` (6).
         - ``"dip-vae"``: DIP-VAE, Cov[q(z)] pulled towards I (``lambda_od`` 10, ``dip_type``).
         - ``"factorvae"``: FactorVAE, discriminator-estimated total correlation, ``gamma`` (30).
+
+        ``"sams-vae"``: SAMS-VAE (Bereket & Karaletsos 2023), the closest peer: ``z = z_basal +
+        sum_t m_t * e_t`` with global masks ``m ~ Bernoulli(0.01)`` and embeddings ``e ~ N(0,
+        1)`` learned variationally, the encoder seeing the cell's offset; options (e.g.
+        ``mask_prior_prob``, ``guide="correlated"``) in ``prior_kwargs``, see
+        :class:`~sparsevae.module.SAMSPrior` and docs/sams_vae.md.
     beta
         Weight of the KL divergence of z.
     alpha
@@ -162,6 +168,7 @@ class SparseVAE(
             "dip-vae",
             "factorvae",
             "clap",
+            "sams-vae",
         ] = PRIORS.SPIKE_SLAB,
         beta: float = 1.0,
         alpha: float | None = None,

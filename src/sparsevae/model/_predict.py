@@ -146,7 +146,8 @@ class PredictionMixin:
                     library = library * np.exp(log_library_change(tensors))
                 libraries.append(library)
             x = tensors[REGISTRY_KEYS.X_KEY].to(device)
-            z = module.encode(x).loc
+            codes = tensors[REGISTRY_KEYS.PERTURBATION_KEY].to(device)
+            z = module.encode(x, codes).loc
             if latent_change is not None:
                 z = z + latent_change(tensors, device)
             batch = tensors.get(REGISTRY_KEYS.BATCH_KEY)

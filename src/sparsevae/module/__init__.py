@@ -6,6 +6,7 @@ from ._module import SparseShiftVAE
 from ._penalties import BetaTCVAEPrior, DIPVAEPrior, FactorVAEPrior
 from ._prior_base import DensePrior, Minibatch, PerturbationPrior, StandardPrior
 from ._priors import make_prior
+from ._sams import SAMSPrior
 
 __all__ = [
     "BetaTCVAEPrior",
@@ -18,6 +19,7 @@ __all__ = [
     "MaskedPrior",
     "Minibatch",
     "PerturbationPrior",
+    "SAMSPrior",
     "SparseShiftVAE",
     "SpikeSlabPrior",
     "StandardPrior",

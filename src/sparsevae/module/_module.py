@@ -143,16 +143,19 @@ class SparseShiftVAE(BaseModuleClass):
         batch_norm_decoder = use_batch_norm in ("decoder", "both")
         cat_list = [n_batch] if n_batch > 1 else None
 
-        self.z_encoder = Encoder(
-            n_input,
-            n_latent,
-            n_layers=n_layers,
-            n_hidden=n_hidden,
-            dropout_rate=dropout_rate,
-            use_batch_norm=batch_norm_encoder,
-            var_activation=_bounded_exp,
-            return_dist=True,
-        )
+        def encoder(n_features: int) -> Encoder:
+            return Encoder(
+                n_features,
+                n_latent,
+                n_layers=n_layers,
+                n_hidden=n_hidden,
+                dropout_rate=dropout_rate,
+                use_batch_norm=batch_norm_encoder,
+                var_activation=_bounded_exp,
+                return_dist=True,
+            )
+
+        self.z_encoder = encoder(n_input)
         self.decoder = DecoderSCVI(
             n_latent,
             n_input,
@@ -174,6 +177,11 @@ class SparseShiftVAE(BaseModuleClass):
             sparsity=sparsity,
             **(prior_kwargs or {}),
         )
+        if self.prior.encoder_sees_offset:
+            # SAMS-VAE's encoder of z_basal also reads the cell's latent offset; built after
+            # the prior so that every other prior's networks start from the same random draws
+            # as before SAMS-VAE existed
+            self.z_encoder = encoder(n_input + n_latent)
 
     def log_theta(self) -> torch.Tensor:
         """Log inverse dispersion per gene, bounded so that theta stays finite and positive."""
@@ -181,7 +189,10 @@ class SparseShiftVAE(BaseModuleClass):
 
     # ---- plumbing ------------------------------------------------------------------------
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
-        return {MODULE_KEYS.X_KEY: tensors[REGISTRY_KEYS.X_KEY]}
+        return {
+            MODULE_KEYS.X_KEY: tensors[REGISTRY_KEYS.X_KEY],
+            MODULE_KEYS.PERTURBATION_KEY: tensors[REGISTRY_KEYS.PERTURBATION_KEY],
+        }
 
     def _get_generative_input(
         self, tensors: dict[str, torch.Tensor], inference_outputs: dict, **kwargs
@@ -192,22 +203,56 @@ class SparseShiftVAE(BaseModuleClass):
             MODULE_KEYS.LIBRARY_KEY: inference_outputs[MODULE_KEYS.LIBRARY_KEY],
             MODULE_KEYS.BATCH_INDEX_KEY: batch,
             MODULE_KEYS.PERTURBATION_KEY: tensors[REGISTRY_KEYS.PERTURBATION_KEY],
+            MODULE_KEYS.OFFSET_KEY: inference_outputs.get(MODULE_KEYS.OFFSET_KEY),
         }
 
     # ---- model ---------------------------------------------------------------------------
     @auto_move_data
-    def inference(self, x: torch.Tensor, n_samples: int = 1) -> dict:
-        """q(z | x) from log1p counts; ``library`` is the observed log library size."""
+    def inference(
+        self, x: torch.Tensor, perturbation: torch.Tensor | None = None, n_samples: int = 1
+    ) -> dict:
+        """q(z | x) from log1p counts; ``library`` is the observed log library size.
+
+        ``perturbation`` (the cells' codes) is read only by priors that add a latent offset
+        (SAMS-VAE, :attr:`~sparsevae.module.PerturbationPrior.adds_offset`): the offset, drawn
+        once here per step in training, is returned as ``latent_offset`` for the KL term.
+        """
         library = torch.log(x.sum(dim=1, keepdim=True))
-        qz = self.encode(x)
+        offset = self.latent_offset(perturbation)
+        qz = self.encode(x, offset=offset)
         if n_samples > 1:
             z = qz.rsample((n_samples,))
             library = library.expand(n_samples, -1, -1)
         else:
             z = qz.rsample()
-        return {MODULE_KEYS.QZ_KEY: qz, MODULE_KEYS.Z_KEY: z, MODULE_KEYS.LIBRARY_KEY: library}
+        return {
+            MODULE_KEYS.QZ_KEY: qz,
+            MODULE_KEYS.Z_KEY: z,
+            MODULE_KEYS.LIBRARY_KEY: library,
+            MODULE_KEYS.OFFSET_KEY: offset,
+        }
 
-    def encode(self, x: torch.Tensor) -> Normal:
+    def latent_offset(self, perturbation: torch.Tensor | None) -> torch.Tensor | None:
+        """Each cell's latent offset for priors that add one (SAMS-VAE), else ``None``.
+
+        Raises if such a prior is given no perturbation codes: every cell would be read as a
+        control cell.
+        """
+        if not self.prior.adds_offset:
+            return None
+        if perturbation is None:
+            raise ValueError(
+                f"prior={self.prior.name!r} adds each cell's perturbation offset to its latent "
+                "variables: encoding needs the cells' perturbation codes."
+            )
+        return self.prior.cell_mean(perturbation.reshape(perturbation.shape[0], -1).long())
+
+    def encode(
+        self,
+        x: torch.Tensor,
+        perturbation: torch.Tensor | None = None,
+        offset: torch.Tensor | None = None,
+    ) -> Normal:
         """q(z | x) from counts: scvi's ``Encoder`` on log1p counts, run layer by layer.
 
         The one place that encodes cells: training, the IWELBO, the rotation's data pass,
@@ -216,11 +261,23 @@ class SparseShiftVAE(BaseModuleClass):
         draws and built without ``Normal``'s argument checks (the variance is positive by
         construction, and the checks synchronise on every call). Dropout follows the module's
         mode.
+
+        For priors that add a latent offset (SAMS-VAE), the encoder gives q(z_basal | x,
+        offset) and this returns q(z) with ``z = z_basal + offset``; ``offset`` is computed
+        from ``perturbation`` (the cells' codes) when not given (:meth:`latent_offset`).
         """
+        if offset is None:
+            offset = self.latent_offset(perturbation)
         encoder = self.z_encoder
-        hidden = _run_layers(encoder.encoder, torch.log1p(x))
+        inputs = torch.log1p(x)
+        if offset is not None and self.prior.encoder_sees_offset:
+            inputs = torch.cat([inputs, offset], dim=-1)
+        hidden = _run_layers(encoder.encoder, inputs)
         variance = encoder.var_activation(encoder.var_encoder(hidden)) + encoder.var_eps
-        return Normal(encoder.mean_encoder(hidden), variance.sqrt(), validate_args=False)
+        loc = encoder.mean_encoder(hidden)
+        if offset is not None:
+            loc = loc + offset
+        return Normal(loc, variance.sqrt(), validate_args=False)
 
     @auto_move_data
     def generative(
@@ -229,11 +286,14 @@ class SparseShiftVAE(BaseModuleClass):
         library: torch.Tensor,
         perturbation: torch.Tensor,
         batch_index: torch.Tensor | None = None,
+        latent_offset: torch.Tensor | None = None,
     ) -> dict:
         """p(x | z), its log means, and the prior p(z | a) of each cell.
 
         The prior is ``None`` in training when its KL term is computed in closed form from the
-        perturbation codes (``mask_estimator="exact"``): no mask needs drawing then.
+        perturbation codes (``mask_estimator="exact"``): no mask needs drawing then. With a
+        ``latent_offset`` (SAMS-VAE, drawn by :meth:`inference`), it is ``N(offset, I)``: the
+        same draw as the encoder's.
         """
         log_scale = self.decode(z, batch_index)
         log_rate = log_scale + library
@@ -241,7 +301,9 @@ class SparseShiftVAE(BaseModuleClass):
             mu=torch.exp(log_rate), theta=torch.exp(self.log_theta()), scale=torch.exp(log_scale)
         )
         pz = None
-        if not self.prior.kl_is_closed_form:
+        if latent_offset is not None:
+            pz = Normal(latent_offset, torch.ones_like(latent_offset), validate_args=False)
+        elif not self.prior.kl_is_closed_form:
             pz = self.prior.distribution(perturbation.reshape(perturbation.shape[0], -1).long())
         return {MODULE_KEYS.PX_KEY: px, MODULE_KEYS.PZ_KEY: pz, MODULE_KEYS.LOG_RATE_KEY: log_rate}
 
@@ -386,7 +448,11 @@ class SparseShiftVAE(BaseModuleClass):
     @auto_move_data
     @torch.inference_mode()
     def latent_shift_effects(
-        self, x: torch.Tensor, batch_index: torch.Tensor | None, shift: float = 1.0
+        self,
+        x: torch.Tensor,
+        batch_index: torch.Tensor | None,
+        shift: float = 1.0,
+        perturbation: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Effect of shifting each latent on the decoder's gene proportions, summed over cells.
 
@@ -394,9 +460,10 @@ class SparseShiftVAE(BaseModuleClass):
         and ``sum_c rho(z_c)``, shape (n_genes,), where ``z_c`` is cell c's posterior mean,
         ``rho`` the decoder's gene proportions and ``e_i`` the i-th unit vector. All latents
         are shifted in one decoder pass over n_latent × n_cells inputs. Batch normalisation
-        follows the module's mode: call ``eval()`` first.
+        follows the module's mode: call ``eval()`` first. ``perturbation``: the cells' codes
+        (needed by priors that add a latent offset, :meth:`latent_offset`).
         """
-        qz = self.encode(x)
+        qz = self.encode(x, perturbation)
         z = qz.loc
         steps = shift * torch.eye(self.n_latent, device=z.device, dtype=z.dtype)
         shifted = z.unsqueeze(0) + steps.unsqueeze(1)  # (n_latent, n_cells, n_latent)
@@ -432,7 +499,7 @@ class SparseShiftVAE(BaseModuleClass):
         batch_index = tensors.get(REGISTRY_KEYS.BATCH_KEY)
         if batch_index is not None:
             batch_index = batch_index.unsqueeze(1)  # (n_cells, 1, 1): broadcasts over particles
-        qz = self.encode(x)
+        qz = self.encode(x, perturbation)
         folded = self._folded_decoder() if self.n_batch <= 1 else None
         library = x.sum(dim=-1, keepdim=True)
         log_theta = self.log_theta()

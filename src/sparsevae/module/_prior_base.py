@@ -17,13 +17,15 @@ Every method of the package is the same VAE with a different prior object (scvi-
 ``"beta-tcvae"``       β-TCVAE    N(0, I); + (tc_beta - 1) * total correlation of q(z)
 ``"dip-vae"``          DIP-VAE    N(0, I); + penalty on Cov[q(z)] - I
 ``"factorvae"``        FactorVAE  N(0, I); + gamma * total correlation (discriminator)
+``"sams-vae"``         SAMS-VAE   N(sum_t m_t * e_t, I), m ~ Bern(0.01), e ~ N(0, 1) global
 =====================  =========  ==========================================================
 
 The last three are unsupervised disentanglement baselines (:mod:`._penalties`): the VAE
 plus a minibatch penalty on q(z) (:meth:`PerturbationPrior.batch_penalty`).
 ``"ivae-var"`` and ``"clap"`` learn label-dependent variances (:mod:`._label_priors`);
 CLAP's core latents are the first ``n_latent - n_style``, its style latents the last; control
-cells keep N(0, I) in both.
+cells keep N(0, I) in both. ``"sams-vae"`` (:mod:`._sams`) learns its masks and embeddings
+variationally and its encoder also reads the cell's offset (:attr:`PerturbationPrior.adds_offset`).
 
 Control cells (``control_index``) always get a zero shift.
 
@@ -106,6 +108,15 @@ class PerturbationPrior(nn.Module, ABC):
     #: from shapes): transfer gives them rows for the new perturbations and trains only those
     #: rows; every other tensor keeps its shape. A subclass adds its own names.
     PER_CATEGORY: ClassVar[tuple[str, ...]] = ("is_perturbed",)
+    #: Whether z = z_basal + :meth:`cell_mean` (SAMS-VAE): the module then adds each cell's
+    #: prior mean (drawn once per step in training) to the encoder's output, and the KL term
+    #: compares q(z | x, a) with N(that mean, I).
+    adds_offset: ClassVar[bool] = False
+
+    @property
+    def encoder_sees_offset(self) -> bool:
+        """Whether the encoder also reads each cell's :meth:`cell_mean` (SAMS-VAE's default)."""
+        return False
 
     def __init__(self, n_perturbations: int, n_latent: int, control_index: int | None = None):
         super().__init__()

@@ -12,6 +12,7 @@ from ._label_priors import CLAPPrior, DenseVariancePrior
 from ._masked_priors import L1Prior, SpikeSlabPrior
 from ._penalties import BetaTCVAEPrior, DIPVAEPrior, FactorVAEPrior
 from ._prior_base import DensePrior, PerturbationPrior, StandardPrior
+from ._sams import SAMSPrior
 
 __all__ = ["PRIOR_CLASSES", "check_prior_kwargs", "make_prior", "prior_options"]
 
@@ -29,6 +30,7 @@ PRIOR_CLASSES: dict[str, type[PerturbationPrior]] = {
         DIPVAEPrior,
         FactorVAEPrior,
         CLAPPrior,
+        SAMSPrior,
     )
 }
 

@@ -47,13 +47,13 @@ def latent_shift_sums(module, batches: Iterable[dict]) -> tuple[torch.Tensor, to
     counts = torch.zeros(n_rows, dtype=torch.float64, device=device)
     for tensors in batches:
         x = tensors[REGISTRY_KEYS.X_KEY].to(device)
-        codes = tensors[REGISTRY_KEYS.PERTURBATION_KEY].to(device)
-        codes, weight = prior._codes(codes)
+        raw = tensors[REGISTRY_KEYS.PERTURBATION_KEY].to(device)
+        codes, weight = prior._codes(raw)
         n_perturbed = weight.sum(dim=1)
         row = codes.gather(1, weight.argmax(dim=1, keepdim=True)).squeeze(1)
         row = torch.where(n_perturbed == 0, n_rows - 1, row)
         keep = n_perturbed <= 1
-        qz = module.encode(x[keep])
+        qz = module.encode(x[keep], raw[keep])
         sums.index_add_(0, row[keep], qz.loc.double())
         counts.index_add_(0, row[keep], torch.ones_like(sums[row[keep], 0]))
     return sums, counts
