@@ -189,8 +189,8 @@ class SAMSPrior(PerturbationPrior):
             return gumbel_sigmoid(logits, temperature=self.temperature, hard=True)
         return (logits > 0).to(logits.dtype)
 
-    def _embedding_guide(self, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loc and scale of every category's q(e | m) given its ``masks``."""
+    def _embedding_guide(self, masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loc and scale of every category's q(e | m) given its ``masks`` (mean-field: unused)."""
         if self.guide == "mean_field":
             return self.e_loc, torch.exp(self.e_log_scale) + _SCALE_EPS
         hidden = F.leaky_relu(self.e_input_mask(masks) + self.e_input_rows)
@@ -231,7 +231,9 @@ class SAMSPrior(PerturbationPrior):
         kl_masks = pi * (F.logsigmoid(logits) - math.log(p)) + (1.0 - pi) * (
             F.logsigmoid(-logits) - math.log1p(-p)
         )
-        loc, scale = self._embedding_guide(self._masks())
+        # the correlated guide's q(e | m) needs a draw of the masks; the mean-field one none
+        masks = self._masks() if self.guide == "correlated" else None
+        loc, scale = self._embedding_guide(masks)
         s = self.embedding_prior_scale
         kl_embeddings = (
             math.log(s) - torch.log(scale) + (scale.square() + loc.square()) / (2 * s * s) - 0.5
