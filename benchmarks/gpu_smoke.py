@@ -43,6 +43,7 @@ def main() -> int:
         return 2
     warnings.filterwarnings("ignore")
     import sparsevae as sv
+    from sparsevae._io import write_h5ad
     from sparsevae._quiet import silence_lightning
 
     silence_lightning()
@@ -112,7 +113,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         step("save / load", lambda: sv.SparseVAE.load(_save(model, tmp), adata=adata))
         path = Path(tmp) / "data.h5ad"
-        adata.write_h5ad(path)
+        write_h5ad(adata, path)  # pandas 3 string arrays too
         command = [
             sys.executable, "-m", "sparsevae", "fit", str(path), "--perturbation-key",
             "perturbation", "--control", "control", "--max-epochs", "5", "--accelerator",

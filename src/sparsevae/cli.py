@@ -238,6 +238,7 @@ def _check_fit_options(args: argparse.Namespace) -> None:
 
 def _fit(args: argparse.Namespace) -> int:
     import sparsevae as sv
+    from sparsevae._io import write_h5ad
     from sparsevae.tl._stability import _check_alphas, _check_seeds
 
     _check_fit_options(args)
@@ -300,7 +301,7 @@ def _fit(args: argparse.Namespace) -> int:
         return 0  # distributed training: only the first process writes results
     model.save(out / "model", overwrite=True)
     sv.tl.write_results(adata, model)
-    adata.write_h5ad(out / "results.h5ad")
+    write_h5ad(adata, out / "results.h5ad")
     model.get_mask_probabilities().to_csv(out / "pi.csv")
     model.get_intervention_targets().to_csv(out / "targets.csv")
     sv.pl.mask_heatmap(adata, show=False, save=out / "pi_heatmap.png")

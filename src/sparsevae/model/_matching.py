@@ -32,11 +32,14 @@ def _field_state(registry: dict, key: str) -> dict:
 
 def check_same_genes(expected: Sequence[str], adata: AnnData) -> None:
     """Raise if ``adata``'s genes (names and order) differ from ``expected``, the model's."""
-    expected = pd.Index(expected)
-    if adata.var_names.equals(expected):
+    # Compared as Python strings: pandas' string arrays ("string" from h5ad, "str" under
+    # pandas 3) do not equal each other or object arrays of the same names.
+    expected = pd.Index([str(v) for v in expected], dtype=object)
+    names = pd.Index([str(v) for v in adata.var_names], dtype=object)
+    if names.equals(expected):
         return
-    missing = expected.difference(adata.var_names)
-    extra = adata.var_names.difference(expected)
+    missing = expected.difference(names)
+    extra = names.difference(expected)
     if len(missing) == 0 and len(extra) == 0:
         detail = "the same genes in a different order"
     else:
