@@ -229,11 +229,33 @@ def _check_fit_options(args: argparse.Namespace) -> None:
             "Give --seed (the training seed of one fit) or --seeds (one fit per seed, for the "
             "edge stability table), not both."
         )
+    if args.seeds is None and (args.resume or args.jobs != 1):
+        option = "--resume" if args.resume else "--jobs"
+        raise CommandError(
+            f"{option} is for --seeds (several runs, kept in OUT/checkpoint and trained in "
+            "parallel); one fit has neither. Add --seeds, e.g. --seeds 0 1 2 3 4."
+        )
     if args.seeds is not None and args.strategy is not None:
         raise CommandError(
             "--seeds trains one model per seed and alpha in this process; it cannot be "
             "combined with --strategy (distributed training of one model)."
         )
+
+
+def _checkpoint_folder(out: Path, resume: bool, what: str) -> Path:
+    """OUT/checkpoint, where a long command keeps its finished parts.
+
+    Emptied for a fresh run; for ``--resume`` it must exist.
+    """
+    checkpoint = out / "checkpoint"
+    if not resume and checkpoint.exists():
+        shutil.rmtree(checkpoint)  # a fresh run: the last one's parts do not count
+    elif resume and not checkpoint.exists():
+        raise CommandError(
+            f"--resume: {checkpoint} does not exist, so there is no {what} to continue; run "
+            "without --resume to start one."
+        )
+    return checkpoint
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -286,18 +308,29 @@ def _fit(args: argparse.Namespace) -> int:
     if args.seeds is None:
         model.train(**train)
     else:  # the reference run (first seed, first alpha) is the model written below
-        model = sv.tl.edge_stability(
-            adata,
-            args.perturbation_key,
-            args.control,
-            seeds=args.seeds,
-            alphas=alphas,
-            enable_progress_bar=True,
-            **model_kwargs,
-            **setup,
-            **train,
-        )
-    if not model.trainer.is_global_zero:
+        from sparsevae._checkpoint import CheckpointMismatchError
+
+        # Each finished run is kept in OUT/checkpoint: --resume continues a killed fit.
+        checkpoint = _checkpoint_folder(out, args.resume, "edge-stability fit")
+        try:
+            model = sv.tl.edge_stability(
+                adata,
+                args.perturbation_key,
+                args.control,
+                seeds=args.seeds,
+                alphas=alphas,
+                n_jobs=args.jobs,
+                checkpoint_dir=checkpoint,
+                progress_bar=True,
+                enable_progress_bar=args.jobs == 1,  # one bar per run, unless runs interleave
+                **model_kwargs,
+                **setup,
+                **train,
+            )
+        except CheckpointMismatchError as error:  # --resume with other options than that run's
+            raise CommandError(f"--resume: {error}") from error
+    trainer = getattr(model, "trainer", None)  # none: a resumed reference model, loaded
+    if trainer is not None and not trainer.is_global_zero:
         return 0  # distributed training: only the first process writes results
     model.save(out / "model", overwrite=True)
     sv.tl.write_results(adata, model)
@@ -312,7 +345,7 @@ def _fit(args: argparse.Namespace) -> int:
         "n_perturbations": len(model.perturbation_names),
         "n_latent": args.n_latent,
         **{k: v for k, v in model.module.prior.hyperparameters().items()},
-        "processes": model.trainer.world_size,
+        "processes": 1 if trainer is None else trainer.world_size,
         **({"seed": 0 if args.seed is None else args.seed} if args.seeds is None else {}),
         "edges": int(targets.to_numpy().sum()),
         "mean_targets_per_perturbation": float(targets.sum(axis=1).mean()),
@@ -400,15 +433,8 @@ def _report(args: argparse.Namespace) -> int:
             random_state=args.random_state,
         )
     # Each finished split is kept in OUT/checkpoint: --resume continues a killed report.
-    checkpoint = out / "checkpoint"
-    if not args.resume and checkpoint.exists():
-        shutil.rmtree(checkpoint)  # a fresh report: the last one's splits do not count
-    elif args.resume and not checkpoint.exists():
-        raise CommandError(
-            f"--resume: {checkpoint} does not exist, so there is no report to continue; run "
-            "without --resume to start one."
-        )
-    from sparsevae.evaluate._heldout import CheckpointMismatchError
+    checkpoint = _checkpoint_folder(out, args.resume, "report")
+    from sparsevae._checkpoint import CheckpointMismatchError
 
     try:
         report = sv.evaluate.interventional_nll_report(
@@ -584,6 +610,19 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         help="sparsity levels for --seeds (default: the number of perturbations)",
+    )
+    fit.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=1,
+        help="with --seeds: runs training at the same time, one process each "
+        "(sv.tl.edge_stability's n_jobs)",
+    )
+    fit.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --seeds: continue a killed fit with the same --out: finished runs "
+        "(OUT/checkpoint) are read, not trained again; other settings are refused",
     )
     fit.add_argument("--out", required=True, help="output directory")
     fit.set_defaults(func=_fit)

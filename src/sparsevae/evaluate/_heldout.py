@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -15,6 +14,7 @@ import pandas as pd
 import scvi
 from anndata import AnnData
 
+from sparsevae._checkpoint import CheckpointMismatchError, open_checkpoint  # noqa: F401 (public from here)
 from sparsevae._constants import DEFAULT_METHODS, DEFAULT_N_TOP_GENES
 from sparsevae._quiet import QUIET_TRAINER
 from sparsevae._validation import validate_counts
@@ -266,31 +266,11 @@ def _evaluate_split(
     return rows
 
 
-class CheckpointMismatchError(ValueError):
-    """A report's ``checkpoint_dir`` holds a report with other settings."""
-
-
 class _Checkpoint:
     """Finished splits of a held-out report on disk (see ``checkpoint_dir``)."""
 
     def __init__(self, folder: str | Path, settings: dict):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / "settings.json"
-        settings = json.loads(json.dumps(settings, default=str))  # as it reads back
-        if path.exists():
-            saved = json.loads(path.read_text())
-            differ = sorted(
-                k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k)
-            )
-            if differ:
-                raise CheckpointMismatchError(
-                    f"checkpoint_dir={str(self.folder)!r} holds a report with other settings "
-                    f"({differ}); its finished splits would not belong to this report. Use "
-                    "another folder, or delete this one to start afresh."
-                )
-        else:
-            path.write_text(json.dumps(settings))
+        self.folder = open_checkpoint(folder, settings, "a report")
 
     def _path(self, split: str) -> Path:
         return self.folder / f"{split}.csv"

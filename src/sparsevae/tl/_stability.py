@@ -12,21 +12,20 @@ import inspect
 import json
 import logging
 import multiprocessing
-import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import scvi
+from tqdm.auto import tqdm
 
-from sparsevae._quiet import QUIET_TRAINER
 from sparsevae.metrics import match_latents
 
 from ._results import _check_key_added, _h5ad_safe
+from ._stability_runs import _DISPLAY, _finished, _Plan, _Run, _run_in_process, _RunStore
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -54,17 +53,6 @@ EDGE_COLUMNS = [
 STABLE_FREQUENCY = 0.8
 #: Runs whose matched latents correlate less than this (mean |r|) with the reference warn.
 LOW_MATCH_QUALITY = 0.5
-
-
-@dataclass
-class _Run:
-    """What one training run contributes: latents of the matching cells and its graph."""
-
-    z: np.ndarray  # matching cells × latents (posterior means)
-    pi: np.ndarray  # perturbations × latents
-    targets: np.ndarray  # perturbations × latents, bool
-    shifts: np.ndarray  # perturbations × latents, the edge's shift; NaN where no edge
-    seconds: float
 
 
 # ---- arguments ---------------------------------------------------------------------------
@@ -125,75 +113,6 @@ def _matching_cells(n_obs: int, n_match_cells: int | None, random_state: int) ->
         return np.arange(n_obs)
     rng = np.random.default_rng(random_state)
     return np.sort(rng.choice(n_obs, size=n_match_cells, replace=False))
-
-
-# ---- one run -----------------------------------------------------------------------------
-@dataclass
-class _Plan:
-    """Everything a run needs besides its seed and alpha (picklable, for worker processes)."""
-
-    adata: AnnData
-    perturbation_key: str
-    control: str | None
-    setup_kwargs: dict
-    model_kwargs: dict
-    train_kwargs: dict
-    cells: np.ndarray
-    threshold: float
-
-    def register(self) -> None:
-        from sparsevae.model import SparseVAE
-
-        SparseVAE.setup_anndata(
-            self.adata, self.perturbation_key, self.control, **self.setup_kwargs
-        )
-
-    def build(self, seed: int, alpha: float | None) -> SparseVAE:
-        from sparsevae.model import SparseVAE
-
-        scvi.settings.seed = seed  # initial weights, minibatch order, validation split
-        return SparseVAE(self.adata, alpha=alpha, **self.model_kwargs)
-
-    def train(self, model: SparseVAE) -> float:
-        from sparsevae.model import EmptyGraphWarning
-
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            # An empty graph in one run is what the table is for; no news for each run.
-            warnings.simplefilter("ignore", EmptyGraphWarning)
-            model.train(**{**QUIET_TRAINER, **self.train_kwargs})
-        return time.perf_counter() - start
-
-    def summarise(self, model: SparseVAE, seconds: float) -> _Run:
-        pi = model.get_mask_probabilities()
-        targets = model.get_intervention_targets(threshold=self.threshold)
-        shifts = pd.DataFrame(np.nan, index=pi.index, columns=pi.columns)
-        for row in model.get_target_table(threshold=self.threshold).itertuples(index=False):
-            shifts.loc[row.perturbation, row.latent] = row.shift
-        return _Run(
-            z=np.asarray(model.get_latent_representation(indices=self.cells), dtype=np.float64),
-            pi=pi.to_numpy(dtype=np.float64),
-            targets=targets.to_numpy(dtype=bool),
-            shifts=shifts.to_numpy(dtype=np.float64),
-            seconds=seconds,
-        )
-
-    def run(self, seed: int, alpha: float) -> _Run:
-        model = self.build(seed, alpha)
-        return self.summarise(model, self.train(model))
-
-
-def _run_in_process(plan: _Plan, seed: int, alpha: float) -> _Run:
-    """One run in a worker process (one torch thread): register, build, train, summarise."""
-    import torch
-
-    from sparsevae._quiet import silence_lightning
-
-    torch.set_num_threads(1)
-    silence_lightning()
-    warnings.filterwarnings("ignore", category=UserWarning)  # setup's data warnings: seen once
-    plan.register()
-    return plan.run(seed, alpha)
 
 
 # ---- matching and counting ---------------------------------------------------------------
@@ -274,6 +193,8 @@ def edge_stability(
     n_match_cells: int | None = 5000,
     random_state: int = 0,
     n_jobs: int = 1,
+    checkpoint_dir: str | Path | None = None,
+    progress_bar: bool = False,
     **model_and_train_kwargs,
 ) -> SparseVAE:
     """Train one model per (seed, alpha) and count how often each edge of the graph appears.
@@ -335,8 +256,19 @@ def edge_stability(
         Processes training at the same time. The reference run trains in this process;
         the others in ``n_jobs - 1`` worker processes (started with ``spawn``: in a script,
         call this under ``if __name__ == "__main__":``). Each worker gets a copy of
-        ``adata``. Results do not depend on ``n_jobs`` when this process also runs with one
-        torch thread.
+        ``adata`` (of a backed ``adata``, its file name: each worker opens the file, and
+        the counts stay on disk). Results do not depend on ``n_jobs`` when this process also
+        runs with one torch thread.
+    checkpoint_dir
+        Folder where each finished run is written (``run_alpha<alpha>_seed<seed>.npz``, and
+        the reference run's model in ``reference_model/``) beside the call's settings
+        (``settings.json``). A call run again with the same folder and settings reads the
+        finished runs instead of training them again, so a call killed mid-way continues
+        where it stopped and gives the same table (every run is seeded on its own). Settings
+        that differ from those in the folder raise
+        :class:`~sparsevae.CheckpointMismatchError`, naming them.
+    progress_bar
+        Show a progress bar over the runs (finished runs and an estimate of the time left).
     **model_and_train_kwargs
         Arguments of :meth:`~sparsevae.SparseVAE.setup_anndata` (``layer``, ``batch_key``,
         ``combination_delimiter``), of :class:`~sparsevae.SparseVAE` (``n_latent``,
@@ -407,20 +339,48 @@ def edge_stability(
     alphas = [float(sparsity)] if alphas is None else alphas
     logger.info("edge_stability: %d seeds × %d alphas.", len(seeds), len(alphas))
     keys = [(alpha, seed) for alpha in alphas for seed in seeds]  # the reference first
-    workers = min(n_jobs - 1, len(keys) - 1)
+    store = None
+    if checkpoint_dir is not None:
+        settings = {
+            "perturbation_key": perturbation_key, "control": control, "seeds": seeds,
+            "alphas": alphas, "threshold": threshold, "n_match_cells": n_match_cells,
+            "random_state": random_state, "setup_kwargs": plan.setup_kwargs,
+            "model_kwargs": plan.model_kwargs,
+            "train_kwargs": {k: v for k, v in plan.train_kwargs.items() if k not in _DISPLAY},
+            "data": [adata.n_obs, adata.n_vars],
+        }  # fmt: skip
+        store = _RunStore(checkpoint_dir, settings)
+    results = {key: run for key in keys if store is not None and (run := store.read(*key))}
+    if keys[0] in results and store.reference_model.exists():
+        from sparsevae.model import SparseVAE
+
+        reference = SparseVAE.load(store.reference_model, adata=adata)
+    else:
+        results.pop(keys[0], None)  # its model is needed too: trained again
+    todo = [key for key in keys[1:] if key not in results]
+    workers = min(n_jobs - 1, len(todo))
     spawn = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(workers, mp_context=spawn) if workers > 0 else None
+    progress = tqdm(total=len(keys), initial=len(results), disable=not progress_bar, unit="run")
     try:
-        futures = {  # workers start on the other runs while the reference trains here
-            (alpha, seed): pool.submit(_run_in_process, plan, seed, alpha)
-            for alpha, seed in (keys[1:] if pool is not None else [])
-        }
-        results = {keys[0]: plan.summarise(reference, plan.train(reference))}
-        for alpha, seed in keys[1:]:
-            results[alpha, seed] = (
-                futures[alpha, seed].result() if pool is not None else plan.run(seed, alpha)
-            )
+        futures = {}  # workers start on the other runs while the reference trains here
+        for key in todo if pool is not None else []:
+            futures[key] = pool.submit(_run_in_process, plan, key[1], key[0])
+            futures[key].add_done_callback(lambda f, key=key: _finished(f, key, store, progress))
+        if keys[0] not in results:
+            results[keys[0]] = plan.summarise(reference, plan.train(reference))
+            if store is not None:
+                reference.save(store.reference_model, overwrite=True)
+                store.write(*keys[0], results[keys[0]])
+            progress.update(1)
+        for alpha, seed in todo:
+            if pool is not None:
+                results[alpha, seed] = futures[alpha, seed].result()
+            else:
+                results[alpha, seed] = plan.run(seed, alpha)
+                _finished(None, (alpha, seed), store, progress, results[alpha, seed])
     finally:
+        progress.close()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
 
