@@ -119,6 +119,19 @@ def test_unknown_sparsity_is_refused_with_the_choices(adata):
         sv.SparseVAE(adata, prior="dense", sparsity="paper")
 
 
+@pytest.mark.parametrize("prior", ["dense", "standard", "ivae-var", "beta-tcvae", "sams-vae"])
+def test_alpha_with_a_prior_without_sparsity_level_is_refused(adata, prior):
+    """Before, such an alpha was silently ignored and the summary printed alpha = K."""
+    sv.SparseVAE.setup_anndata(adata, perturbation_key="perturbation", control="control")
+    with pytest.raises(ValueError, match=rf"alpha=5.*prior='{prior}' has none.*Leave alpha unset"):
+        sv.SparseVAE(adata, prior=prior, alpha=5)
+    assert "alpha" not in sv.SparseVAE(adata, prior=prior)._model_summary_string
+    for prior_with_alpha in ("spike_slab", "l1"):
+        assert (
+            "alpha=5" in sv.SparseVAE(adata, prior=prior_with_alpha, alpha=5)._model_summary_string
+        )
+
+
 # ---- trained models ----------------------------------------------------------------------
 _N_SEEN = 20  # the perturbations whose edges are scored, identical at K = 20 and K = 500
 

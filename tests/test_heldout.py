@@ -195,6 +195,8 @@ def test_iwelbo_grows_with_particles_and_chunks_agree(fitted):
     assert nll[1] > nll[10] > nll[200]
     scvi.settings.seed = 1
     chunked = model.get_interventional_nll(data, n_particles=200, particles_per_pass=7)
+    with pytest.raises(ValueError, match="particles_per_pass must be >= 1"):
+        model.get_interventional_nll(data, n_particles=200, particles_per_pass=0)
     assert np.isfinite(chunked).all()
     assert abs(chunked.mean() - nll[200]) < 0.05 * abs(nll[1] - nll[200]) + 1e-3
 

@@ -113,14 +113,16 @@ class SparseVAE(
         Sparsity: the Beta(1, alpha) parameter of ``"spike_slab"`` (default: the number of
         perturbations K, the paper's recommendation) or the weight of ``"l1"``'s published
         penalty ``alpha * mean(pi)`` (default: 1, chosen by held-out NLL on a tuning
-        simulation, ``benchmarks/simulation_tuning.py``).
+        simulation, ``benchmarks/simulation_tuning.py``). The other priors have no sparsity
+        level: an ``alpha`` given with them raises ``ValueError``.
     sparsity
         How ``"spike_slab"`` charges an edge (see :class:`~sparsevae.module.SpikeSlabPrior`):
         ``"calibrated"`` (default), the variational spike-and-slab, whose KL to the
         Beta-Bernoulli marginal keeps an edge when the data favour it by more than
         ``log(alpha)`` nats (about ``log K``); ``"paper"``, the published practical objective
         ``-log Beta(pi; 1, alpha)``, whose bar of about ``2 (alpha - 1)`` nats grows with the
-        number of perturbations and empties the graph of large screens. Other priors ignore it.
+        number of perturbations and empties the graph of large screens. Other priors have no
+        such choice: another value with them raises ``ValueError``.
     temperature
         Gumbel-sigmoid temperature of the masks (``mask_estimator="gumbel"`` only).
     prior_kwargs
@@ -198,6 +200,12 @@ class SparseVAE(
                 f"sparsity={sparsity!r} is an option of prior='spike_slab' (sVAE+); "
                 f"prior={prior!r} has no Beta-Bernoulli masks. Leave sparsity unset."
             )
+        if alpha is not None and "alpha" not in PRIOR_CLASSES[prior].option_names():
+            raise ValueError(
+                f"alpha={alpha!r} is the sparsity level of prior='spike_slab' (sVAE+) and "
+                f"prior='l1' (sVAE); prior={prior!r} has none, so it would be ignored. Leave "
+                "alpha unset (its own options go in prior_kwargs)."
+            )
         n_perturbed = len(self.perturbation_names)
         default_alpha = PRIOR_CLASSES[prior].default_alpha(n_perturbed)
         resolved_alpha = float(default_alpha if alpha is None else alpha)
@@ -221,7 +229,12 @@ class SparseVAE(
         )
         self._model_summary_string = (
             f"SparseVAE with prior={prior!r}, n_latent={n_latent}, n_hidden={n_hidden}, "
-            f"n_layers={n_layers}, beta={beta}, alpha={resolved_alpha:g}, "
+            f"n_layers={n_layers}, beta={beta}, "
+            + (
+                f"alpha={resolved_alpha:g}, "
+                if "alpha" in PRIOR_CLASSES[prior].option_names()
+                else ""
+            )
             + (f"sparsity={sparsity!r}, " if prior == PRIORS.SPIKE_SLAB else "")
             + f"{n_perturbed} perturbations."
         )

@@ -335,6 +335,11 @@ class TransferMixin:
         check_known_perturbations(self, adata)
         if n_particles < 1:
             raise ValueError(f"n_particles must be >= 1, got {n_particles}.")
+        if particles_per_pass is not None and particles_per_pass < 1:
+            raise ValueError(
+                f"particles_per_pass must be >= 1 (or None: as many as fit the cache), got "
+                f"{particles_per_pass}."
+            )
         validate_indices(indices)
         self.module.eval()
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
