@@ -9,6 +9,7 @@ both. Import it inside ``main()`` (``from _provenance import provenance``): run 
 from __future__ import annotations
 
 import os
+import platform
 import shlex
 import subprocess
 import sys
@@ -49,3 +50,14 @@ def command() -> str:
 def provenance() -> str:
     """One Markdown line: ``Command: `python benchmarks/...`; commit abc1234.``."""
     return f"Command: `{command()}`; commit {commit()}."
+
+
+def cpu_model() -> str:
+    """The processor's name (``/proc/cpuinfo``), for the machine line of a results file."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

@@ -250,16 +250,6 @@ def _isolated(function, *args) -> dict:
 
 
 # ---- merge ------------------------------------------------------------------------------------
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def _load(name: str) -> dict | None:
     path = PARTS / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -267,7 +257,7 @@ def _load(name: str) -> dict | None:
 
 def merge(command_line: str) -> str:
     import pandas as pd
-    from _provenance import provenance
+    from _provenance import cpu_model, provenance
 
     data, svae, scvi = _load("data"), _load("svae"), _load("scvi")
     lines = [
@@ -275,7 +265,7 @@ def merge(command_line: str) -> str:
         "",
         provenance(),
         "",
-        f"Parts: `{command_line}`. Machine: {_cpu_model()}, {os.cpu_count()} cores, "
+        f"Parts: `{command_line}`. Machine: {cpu_model()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; one torch thread per model unless the table says "
         "otherwise. See `benchmarks/genome_scale.py` for what each part does.",
         "",

@@ -597,19 +597,9 @@ def _paired_text(ratios: list[float]) -> str:
     return f"{np.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} rounds)"
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def merge(command_line: str) -> str:
     import pandas as pd
-    from _provenance import provenance
+    from _provenance import cpu_model, provenance
 
     training = training_table(_load("train")) if _load("train") else pd.DataFrame()
     scvi_table = training_table(_load("scvi")) if _load("scvi") else pd.DataFrame()
@@ -620,7 +610,7 @@ def merge(command_line: str) -> str:
         "",
         provenance(),
         "",
-        f"Machine: {_cpu_model()}, {os.cpu_count()} cores (one torch thread used, another "
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores (one torch thread used, another "
         f"worker sharing the machine), Python {platform.python_version()}. **CPU only: no GPU "
         "was lent to this session, so no GPU figure was measured.** Data: 20,000 cells × 500 "
         "genes (CSR counts drawn with numpy; 2,000 control cells, 18,000 spread over K "
