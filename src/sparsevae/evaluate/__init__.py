@@ -1,5 +1,6 @@
 """Evaluation: identifiability on simulations and held-out interventions."""
 
+from sparsevae._checkpoint import CheckpointMismatchError
 from sparsevae._constants import DEFAULT_METHODS, METHODS
 from sparsevae._normalize import mean_log_expression
 
@@ -13,7 +14,6 @@ from ._effects import (
     score_predictions,
 )
 from ._heldout import (
-    CheckpointMismatchError,
     interventional_nll_report,
     split_table,
     summarize_interventional_nll,

@@ -14,7 +14,7 @@ import pandas as pd
 import scvi
 from anndata import AnnData
 
-from sparsevae._checkpoint import CheckpointMismatchError, open_checkpoint  # noqa: F401 (public from here)
+from sparsevae._checkpoint import open_checkpoint
 from sparsevae._constants import DEFAULT_METHODS, DEFAULT_N_TOP_GENES
 from sparsevae._quiet import QUIET_TRAINER
 from sparsevae._validation import validate_counts
