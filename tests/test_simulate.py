@@ -139,3 +139,34 @@ def test_bad_simulation_options_name_themselves(kwargs, message):
 def test_unknown_regime_lists_the_known_ones():
     with pytest.raises(ValueError, match="choose one of"):
         sv.data.simulate_regime("realist")
+
+
+@pytest.mark.parametrize("decoder", ["mlp", "programmes"])
+def test_the_stored_decoder_made_the_counts(decoder, tmp_path):
+    """``uns["true_decoder"]`` survives a write and read, and gives the counts' gene fractions."""
+    from sparsevae._io import write_h5ad
+
+    adata = sv.data.simulate_sparse_shift(
+        n_perturbations=4, n_cells_per_perturbation=40, n_latent=3, n_genes=50,
+        library_size=2e5, decoder=decoder, random_state=3,
+    )  # fmt: skip
+    write_h5ad(adata, tmp_path / "sim.h5ad")
+    adata = __import__("anndata").read_h5ad(tmp_path / "sim.h5ad")
+    x = adata.X.toarray()
+    observed = np.log(x.sum(0) + 1) - np.log(x.sum() + x.shape[1])
+    expected = np.log(np.exp(sv.data.true_log_expression(adata, adata.obsm["z_true"])).mean(0))
+    assert np.abs(observed - expected).max() < 0.1  # the genes' total fractions
+    # Each cell's: closer with its own latents than with another cell's.
+    cell_fractions = np.log((x + 1) / x.sum(1, keepdims=True))
+    z = adata.obsm["z_true"]
+    own = np.abs(cell_fractions - sv.data.true_log_expression(adata, z))
+    others = np.abs(cell_fractions - sv.data.true_log_expression(adata, z[::-1]))
+    assert np.median(own) < 0.5 * np.median(others)
+
+
+def test_true_log_expression_names_what_is_missing():
+    adata = sv.data.simulate_sparse_shift(n_perturbations=2, n_cells_per_perturbation=5,
+                                          n_latent=3, n_genes=40)  # fmt: skip
+    del adata.uns["true_decoder"]
+    with pytest.raises(KeyError, match="true_decoder"):
+        sv.data.true_log_expression(adata, adata.obsm["z_true"])

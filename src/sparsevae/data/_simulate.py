@@ -248,7 +248,8 @@ def simulate_sparse_shift(
     ``"control"`` first, then ``"P000"``..., then the pairs ``"P003+P017"``... in sorted order,
     their cells last), ``obsm["z_true"]``, ``uns["true_targets"]`` (0/1 DataFrame single
     perturbations × latents) and ``uns["true_shift"]`` (DataFrame, single perturbations; a
-    pair's shift is the sum of its singles'), plus the simulation parameters in
+    pair's shift is the sum of its singles'), the decoder that made the counts in
+    ``uns["true_decoder"]`` (see :func:`true_log_expression`), plus the simulation parameters in
     ``uns["simulation"]`` (with the pairs' labels under ``"combinations"``).
 
     Examples
@@ -378,6 +379,12 @@ def simulate_sparse_shift(
         targets.astype(np.int64), index=names, columns=latent_names
     )
     adata.uns["true_shift"] = pd.DataFrame(shift, index=names, columns=latent_names)
+    if decoder == "mlp":
+        adata.uns["true_decoder"] = {f"weights_{i}": w for i, w in enumerate(weights)}
+        adata.uns["true_decoder"].update(negative_slope=negative_slope)
+    else:
+        adata.uns["true_decoder"] = {"baseline": baseline, "loadings": loadings}
+    adata.uns["true_decoder"].update(kind=decoder, scale=scale)
     adata.uns["simulation"] = {
         "n_perturbations": n_perturbations,
         "n_cells_per_perturbation": n_cells_per_perturbation,
@@ -401,3 +408,36 @@ def simulate_sparse_shift(
         "combinations": pair_names,
     }
     return adata
+
+
+def true_log_expression(adata: AnnData, z: np.ndarray) -> np.ndarray:
+    """The simulated decoder's log gene fractions (log softmax of its logits) at latents ``z``.
+
+    ``adata`` is the output of :func:`simulate_sparse_shift`; ``z`` (cells × latents) is in the
+    coordinates of ``obsm["z_true"]``. A cell's expected counts are its library size times the
+    exponential of these values, so this is the ground truth a decoder should learn (and what
+    an oracle that knows the model uses, e.g. the ceiling in ``benchmarks/regime_ceiling.py``).
+
+    Examples
+    --------
+    >>> adata = simulate_sparse_shift(n_perturbations=4, n_cells_per_perturbation=5, n_latent=3,
+    ...                               n_genes=40)
+    >>> log_fractions = true_log_expression(adata, adata.obsm["z_true"])
+    >>> log_fractions.shape, bool(np.allclose(np.exp(log_fractions).sum(axis=1), 1.0))
+    ((25, 40), True)
+    """
+    if "true_decoder" not in adata.uns:
+        raise KeyError(
+            "adata.uns['true_decoder'] is missing: simulate the data with "
+            "sparsevae.data.simulate_sparse_shift (this release or later)."
+        )
+    spec = adata.uns["true_decoder"]
+    z = np.asarray(z, dtype=np.float64)
+    if spec["kind"] == "mlp":
+        weights = [np.asarray(spec[f"weights_{i}"]) for i in range(4)]
+        logits = _logits(z, weights, float(spec["negative_slope"]))
+    else:
+        logits = _programme_logits(z, np.asarray(spec["baseline"]), np.asarray(spec["loadings"]))
+    logits = logits / float(spec["scale"])
+    logits = logits - logits.max(axis=1, keepdims=True)
+    return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
