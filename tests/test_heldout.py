@@ -90,6 +90,28 @@ def test_clusters_give_one_split_per_cluster():
     assert held == sorted(clusters.index)
 
 
+def test_clusters_of_other_data_are_refused_not_used():
+    """Clusters left in ``uns`` by a clustering of other data (here: before a subset) would hold
+    out a perturbation the screen does not have, or never hold out one it has."""
+    data = small_simulation()
+    sv.evaluate.make_splits(data, cluster_kwargs={"method": "hierarchical", "n_clusters": 3})
+    subset = data[data.obs["perturbation"].astype(str) != "P5"].copy()
+    subset.obs["perturbation"] = subset.obs["perturbation"].cat.remove_unused_categories()
+    with pytest.raises(ValueError, match=r"not in the screen: \['P5'\].*del adata.uns"):
+        sv.evaluate.make_splits(subset)
+    relabelled = data.copy()
+    relabelled.obs["perturbation"] = relabelled.obs["perturbation"].cat.rename_categories(
+        {"P0": "NEW"}
+    )
+    with pytest.raises(ValueError, match=r"not clustered: \['NEW'\]"):
+        sv.evaluate.make_splits(relabelled)
+    del subset.uns["perturbation_cluster"]  # as the message says: clustered again
+    splits = sv.evaluate.make_splits(
+        subset, cluster_kwargs={"method": "hierarchical", "n_clusters": 2}
+    )
+    assert sorted(p for s in splits for p in s.heldout) == [f"P{i}" for i in range(5)]
+
+
 # ---- transfer ----------------------------------------------------------------------------
 @pytest.mark.parametrize("sparse", [False, True])
 def test_transfer_changes_only_the_new_perturbations(fitted, sparse):

@@ -52,9 +52,30 @@ class HeldoutSplit:
         return {"heldout": list(self.heldout), **cells}
 
 
+def _check_clusters_match(
+    clusters: pd.DataFrame, perturbations: list[str], perturbation_key: str, cluster_key: str
+) -> None:
+    """Clusters kept in ``adata.uns`` must cover exactly the screen's perturbations.
+
+    Otherwise they were computed for other data (a subset, other labels) and the splits would
+    hold out perturbations the screen does not have, or never hold out some it does.
+    """
+    clustered = set(map(str, clusters.index))
+    missing, extra = sorted(set(perturbations) - clustered), sorted(clustered - set(perturbations))
+    if missing or extra:
+        raise ValueError(
+            f"adata.uns[{cluster_key!r}] clusters other perturbations than "
+            f"adata.obs[{perturbation_key!r}] has (not clustered: {missing[:5]}, "
+            f"{len(missing)} in all; not in the screen: {extra[:5]}, {len(extra)} in all): it "
+            f"was computed for other data. Delete it (del adata.uns[{cluster_key!r}]) to "
+            "cluster again, or pass heldout= a list or dict of perturbations."
+        )
+
+
 def _heldout_sets(
     adata: AnnData,
     heldout: str | Sequence[str] | Mapping[str, Sequence[str]],
+    perturbations: list[str],
     perturbation_key: str,
     control: str | None,
     cluster_key: str,
@@ -94,6 +115,7 @@ def _heldout_sets(
                     n_clusters=2,
                 )
         clusters = pd.DataFrame(adata.uns[cluster_key]["clusters"])
+        _check_clusters_match(clusters, perturbations, perturbation_key, cluster_key)
         groups = clusters.groupby("cluster").groups
         order = sorted(groups, key=lambda c: (len(str(c)), str(c)))  # "2" before "10"
         return {f"cluster_{c}": sorted(map(str, groups[c])) for c in order}
@@ -149,7 +171,14 @@ def make_splits(
     categories = validate_perturbations(adata, perturbation_key, control)
     perturbations = [c for c in categories if c != control]
     sets = _heldout_sets(
-        adata, heldout, perturbation_key, control, cluster_key, random_state, cluster_kwargs or {}
+        adata,
+        heldout,
+        perturbations,
+        perturbation_key,
+        control,
+        cluster_key,
+        random_state,
+        cluster_kwargs or {},
     )
     if not sets:
         raise ValueError(
