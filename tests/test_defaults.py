@@ -36,7 +36,13 @@ pytestmark = pytest.mark.slow
 # fails test_every_public_name_is_called.
 NAMESPACES = ("data", "tl", "pl", "metrics", "evaluate")
 CALLED = {
-    "data": {"REGIMES", "norman2019_subset", "simulate_regime", "simulate_sparse_shift"},
+    "data": {
+        "REGIMES",
+        "norman2019_subset",
+        "simulate_regime",
+        "simulate_sparse_shift",
+        "true_log_expression",
+    },
     "tl": {"cluster_perturbations", "edge_stability", "write_results"},
     "pl": {
         "edge_stability",
@@ -288,6 +294,9 @@ def test_data_and_metrics_with_required_arguments_only():
     realistic = sv.data.simulate_regime("realistic")
     assert realistic.uns["true_targets"].shape == (200, 20)
     assert set(sv.data.REGIMES) >= {"paper", "realistic", "genome_scale"}
+    log_fractions = sv.data.true_log_expression(realistic, realistic.obsm["z_true"][:5])
+    assert log_fractions.shape == (5, realistic.n_vars)
+    np.testing.assert_allclose(np.exp(log_fractions).sum(axis=1), 1.0)
     rng = np.random.default_rng(0)
     z_true = rng.normal(size=(200, 3))
     z = z_true[:, [2, 0, 1]] * [1, -2, 3]

@@ -29,6 +29,7 @@ from ._interpret import InterpretationMixin
 from ._knowledge import ModelKnowledge
 from ._matching import DataChecksMixin
 from ._predict import PredictionMixin
+from ._predicted_cells import PredictedCellsMixin
 from ._safe_load import SafeSaveLoadMixin
 from ._training_checks import (
     check_training_arguments,
@@ -65,6 +66,7 @@ def default_max_epochs(n_cells: int, epochs_cap: int = 400, decay_at_n_cells: in
 class SparseVAE(
     InterpretationMixin,
     PredictionMixin,
+    PredictedCellsMixin,
     TransferMixin,
     DataChecksMixin,
     SafeSaveLoadMixin,
