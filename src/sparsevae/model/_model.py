@@ -88,7 +88,10 @@ class SparseVAE(
         Number of latent variables.
     n_hidden, n_layers, dropout_rate
         Encoder and decoder MLPs (the paper: 2 layers of 128). Dropout is off by default (on
-        the paper's simulation it cost ELBO and lowered the latents' MCC).
+        the paper's simulation it cost ELBO and lowered the latents' MCC). On simulated screens
+        with tens of cells per perturbation or thousands of perturbations, ``n_layers=1``
+        recovers the graph and latents much better; on the paper's simulation two layers do
+        (docs: Benchmarks, "Regimes").
     prior
         ``"spike_slab"`` (sVAE+, default), ``"l1"`` (sVAE), ``"dense"`` (iVAE) or
         ``"standard"`` (VAE; with ``beta`` > 1, beta-VAE).
