@@ -61,3 +61,16 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def write_results(folder: Path, name: str, title: str, description: str, table) -> str:
+    """Write ``name.csv`` and ``name.md`` (title, :func:`provenance`, description, table).
+
+    ``table`` is a DataFrame; the Markdown shows it rounded to 3 digits. Returns the Markdown.
+    """
+    table.to_csv(folder / f"{name}.csv", index=False)
+    text = "\n\n".join(
+        [f"# {title}", provenance(), description, table.round(3).to_markdown(index=False)]
+    )
+    (folder / f"{name}.md").write_text(text + "\n")
+    return text

@@ -29,7 +29,7 @@ METRICS = ["interventional_nll", "pearson_all_genes", "pearson_top20_de", "mse_t
 
 
 def main() -> None:
-    from _provenance import provenance
+    from _provenance import write_results
 
     torch.set_num_threads(1)
     silence_lightning()
@@ -55,22 +55,20 @@ def main() -> None:
         for row in rows[-len(METHODS) :]:
             row["perturbations_lowest_nll"] = int((per.idxmin(axis=1) == row["method"]).sum())
         print(pd.DataFrame(rows).round(3).to_string(index=False), flush=True)
-    table = pd.DataFrame(rows)
-    table.to_csv(RESULTS / "architecture.csv", index=False)
-    text = "\n\n".join(
-        [
-            "# One hidden layer or two: the Norman held-out report",
-            provenance(),
+    text = write_results(
+        RESULTS,
+        "architecture",
+        "One hidden layer or two: the Norman held-out report",
+        (
             "Bundled Norman subset, the held-out report at its defaults (perturbation clusters "
             "held out in turn, seed 0, 200 epochs), 100 particles per cell. "
             "`interventional_nll`: mean over the held-out perturbations (lower is better); "
             "`perturbations_lowest_nll`: of them, where the method is lower than the other at "
             "the same depth; effect metrics as in `docs/heldout.md`. "
-            f"Total {time.perf_counter() - start:.0f} s on one thread.",
-            table.round(3).to_markdown(index=False),
-        ]
+            f"Total {time.perf_counter() - start:.0f} s on one thread."
+        ),
+        pd.DataFrame(rows),
     )
-    (RESULTS / "architecture.md").write_text(text + "\n")
     print(text)
 
 

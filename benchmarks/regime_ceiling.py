@@ -272,7 +272,7 @@ def run_one(regime: str, seed: int, n_cells: int, samples: int) -> pd.DataFrame:
 
 
 def main() -> None:
-    from _provenance import provenance
+    from _provenance import write_results
 
     import sparsevae as sv
 
@@ -307,11 +307,11 @@ def main() -> None:
     table = table.sort_values(
         ["regime", "seed"], key=lambda c: c.map(order) if c.name == "regime" else c
     )
-    table.to_csv(RESULTS / "regime_ceiling.csv", index=False)
-    text = "\n\n".join(
-        [
-            "# MCC ceiling of each regime: the true model's posterior means",
-            provenance(),
+    text = write_results(
+        RESULTS,
+        "regime_ceiling",
+        "MCC ceiling of each regime: the true model's posterior means",
+        (
             "Per regime and seed (the same simulated data as the regime benchmark's seed of that "
             "number): MCC (Pearson, matched, as in the regime benchmark) of the posterior means "
             "of the latents under the true model, on `cells` random cells of `of_cells`. "
@@ -321,11 +321,10 @@ def main() -> None:
             "the label does. No method's latents correlate with the truth better (the script's "
             "docstring says why), up to the sampling error of about 0.003. `weakest_latent_*`: "
             "the lowest correlation of one latent; `median_ess_*`: the importance samples' "
-            "median effective size per cell, of `samples`.",
-            table.round(3).to_markdown(index=False),
-        ]
+            "median effective size per cell, of `samples`."
+        ),
+        table,
     )
-    (RESULTS / "regime_ceiling.md").write_text(text + "\n")
     print(text)
 
 
