@@ -92,7 +92,8 @@ def test_clusters_give_one_split_per_cluster():
 
 def test_clusters_of_other_data_are_refused_not_used():
     """Clusters left in ``uns`` by a clustering of other data (here: before a subset) would hold
-    out a perturbation the screen does not have, or never hold out one it has."""
+    out a perturbation the screen does not have, or never hold out one it has.
+    """
     data = small_simulation()
     sv.evaluate.make_splits(data, cluster_kwargs={"method": "hierarchical", "n_clusters": 3})
     subset = data[data.obs["perturbation"].astype(str) != "P5"].copy()
