@@ -170,3 +170,7 @@ def test_true_log_expression_names_what_is_missing():
     del adata.uns["true_decoder"]
     with pytest.raises(KeyError, match="true_decoder"):
         sv.data.true_log_expression(adata, adata.obsm["z_true"])
+    adata = sv.data.simulate_sparse_shift(n_perturbations=2, n_cells_per_perturbation=5,
+                                          n_latent=3, n_genes=40)  # fmt: skip
+    with pytest.raises(ValueError, match=r"cells × 3 latents.*\(15, 2\)"):
+        sv.data.true_log_expression(adata, adata.obsm["z_true"][:, :2])

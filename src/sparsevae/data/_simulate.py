@@ -433,6 +433,12 @@ def true_log_expression(adata: AnnData, z: np.ndarray) -> np.ndarray:
         )
     spec = adata.uns["true_decoder"]
     z = np.asarray(z, dtype=np.float64)
+    n_latent = adata.obsm["z_true"].shape[1]
+    if z.ndim != 2 or z.shape[1] != n_latent:
+        raise ValueError(
+            f"z must be cells × {n_latent} latents (the columns of obsm['z_true']), got shape "
+            f"{z.shape}."
+        )
     if spec["kind"] == "mlp":
         weights = [np.asarray(spec[f"weights_{i}"]) for i in range(4)]
         logits = _logits(z, weights, float(spec["negative_slope"]))
