@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sparsevae.data._simulate import COMBINATION_DELIMITER
+
 RESULTS = Path(__file__).parent / "results"
 PARTS = RESULTS / "regime_ceiling_parts"
 #: Degrees of freedom of the proposal's multivariate t.
@@ -160,7 +162,7 @@ def _label_means(labels, shift: pd.DataFrame) -> np.ndarray:
     """Each label's true latent shift: a single's, a pair's sum, 0 for control."""
     means = np.zeros((len(labels), shift.shape[1]))
     for i, label in enumerate(labels):
-        for single in label.split("+"):
+        for single in label.split(COMBINATION_DELIMITER):
             if single in shift.index:
                 means[i] += shift.loc[single].to_numpy()
     return means
