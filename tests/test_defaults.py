@@ -16,16 +16,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import anndata as ad
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 import scvi
+import torch
 
 import sparsevae as sv
 from sparsevae import cli
 from sparsevae._quiet import QUIET_TRAINER
-from sparsevae.model import default_max_epochs
+from sparsevae.model import default_max_epochs, default_n_layers
 
 from .conftest import small_simulation
 
@@ -142,6 +144,36 @@ def test_default_max_epochs_follows_scvi_tools_rule():
     assert default_max_epochs(10**8) == 2  # floor: one epoch before, one after the rotation
     with pytest.raises(ValueError, match="n_cells"):
         default_max_epochs(0)
+
+
+def test_default_n_layers_takes_one_layer_below_100_cells_per_perturbation():
+    assert [default_n_layers(n) for n in (1, 25, 99.5, 100, 250)] == [1, 1, 1, 2, 2]
+    with pytest.raises(ValueError, match="median_cells_per_perturbation"):
+        default_n_layers(0)
+
+
+@pytest.mark.parametrize(("cells", "depth"), [(30, 1), (120, 2)])
+def test_auto_depth_follows_the_median_cells_per_perturbation(cells, depth):
+    adata = sv.data.simulate_sparse_shift(
+        n_perturbations=6, n_latent=3, n_genes=50, n_cells_per_perturbation=cells, random_state=0
+    )
+    # one perturbation with many more cells does not move the median
+    extra = adata[adata.obs["perturbation"] == adata.obs["perturbation"].iloc[0]].copy()
+    adata = ad.concat([adata, *[extra] * 5], index_unique="-")
+    sv.SparseVAE.setup_anndata(adata, perturbation_key="perturbation")
+    model = sv.SparseVAE(adata, n_latent=3)
+    hidden = [
+        m for m in model.module.decoder.px_decoder.modules() if isinstance(m, torch.nn.Linear)
+    ]
+    assert len(hidden) == depth
+    assert model.init_params_["non_kwargs"]["n_layers"] == depth  # saved: loads the same shape
+    assert (
+        f"n_layers={depth} (auto: median {cells} cells per perturbation)"
+        in model._model_summary_string
+    )
+    for bad in (0, 1.5, "two", True):
+        with pytest.raises(ValueError, match="n_layers must be a positive integer or 'auto'"):
+            sv.SparseVAE(adata, n_latent=3, n_layers=bad)
 
 
 def test_setup_without_control_warns_about_a_control_like_label():

@@ -3,7 +3,7 @@
 from ._graph_warning import EmptyGraphWarning
 from ._guards import NonFiniteLossError
 from ._knowledge import ModelKnowledge
-from ._model import SparseVAE, default_max_epochs
+from ._model import SparseVAE, default_max_epochs, default_n_layers
 from ._safe_load import UnsafeModelFileError
 from ._training_plan import SparseVAETrainingPlan
 
@@ -15,4 +15,5 @@ __all__ = [
     "SparseVAETrainingPlan",
     "UnsafeModelFileError",
     "default_max_epochs",
+    "default_n_layers",
 ]

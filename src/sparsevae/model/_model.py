@@ -63,6 +63,37 @@ def default_max_epochs(n_cells: int, epochs_cap: int = 400, decay_at_n_cells: in
     return max(2, min(epochs_cap, round(epochs_cap * decay_at_n_cells / n_cells)))
 
 
+#: Median cells per perturbation from which :func:`default_n_layers` gives the paper's two
+#: hidden layers (below it, one).
+DEEP_FROM_CELLS_PER_PERTURBATION = 100
+
+
+def default_n_layers(
+    median_cells_per_perturbation: float, deep_from: float = DEEP_FROM_CELLS_PER_PERTURBATION
+) -> int:
+    """Hidden layers of the encoder and decoder when :class:`SparseVAE` is given ``"auto"``.
+
+    Two (the paper's) when the median perturbation has at least ``deep_from`` cells, else one
+    (scvi-tools' default). Each perturbation's shifts are learned from its own cells; with tens
+    of cells the deeper networks find latents that fit the counts as well or better (so the
+    training loss cannot choose the depth) but identify worse.
+    Measured on simulated screens (docs: Benchmarks, "Network depth"): with 25 to 70 cells per
+    perturbation and at genome scale, one layer recovered the graph and latents better (much
+    better with 25 and 40 cells); with 100 and 250 cells, two did (the paper's simulation).
+
+    Examples
+    --------
+    >>> default_n_layers(25), default_n_layers(99.5), default_n_layers(100), default_n_layers(250)
+    (1, 1, 2, 2)
+    """
+    if not median_cells_per_perturbation > 0:
+        raise ValueError(
+            "median_cells_per_perturbation must be positive, got "
+            f"{median_cells_per_perturbation!r}."
+        )
+    return 2 if median_cells_per_perturbation >= deep_from else 1
+
+
 class SparseVAE(
     InterpretationMixin,
     PredictionMixin,
@@ -87,11 +118,12 @@ class SparseVAE(
     n_latent
         Number of latent variables.
     n_hidden, n_layers, dropout_rate
-        Encoder and decoder MLPs (the paper: 2 layers of 128). Dropout is off by default (on
-        the paper's simulation it cost ELBO and lowered the latents' MCC). On simulated screens
-        with tens of cells per perturbation or thousands of perturbations, ``n_layers=1``
-        recovers the graph and latents much better; on the paper's simulation two layers do
-        (docs: Benchmarks, "Regimes").
+        Encoder and decoder MLPs: ``n_layers`` hidden layers of ``n_hidden`` units. The default
+        ``n_layers="auto"`` takes :func:`default_n_layers` of the median number of cells per
+        perturbation label (control excluded): the paper's two layers from 100 cells, one
+        below, where two recovered the graph and latents worse (docs: Benchmarks, "Network
+        depth"). The model summary says which was taken. Dropout is off by default (on the
+        paper's simulation it cost ELBO and lowered the latents' MCC).
     prior
         ``"spike_slab"`` (sVAE+, default), ``"l1"`` (sVAE), ``"dense"`` (iVAE) or
         ``"standard"`` (VAE; with ``beta`` > 1, beta-VAE).
@@ -163,7 +195,7 @@ class SparseVAE(
         adata: AnnData,
         n_latent: int = 15,
         n_hidden: int = 128,
-        n_layers: int = 2,
+        n_layers: int | Literal["auto"] = "auto",
         dropout_rate: float = 0.0,
         prior: Literal[
             "spike_slab",
@@ -211,6 +243,7 @@ class SparseVAE(
                 f"prior='l1' (sVAE); prior={prior!r} has none, so it would be ignored. Leave "
                 "alpha unset (its own options go in prior_kwargs)."
             )
+        n_layers, depth_note = self._resolve_n_layers(n_layers)
         n_perturbed = len(self.perturbation_names)
         default_alpha = PRIOR_CLASSES[prior].default_alpha(n_perturbed)
         resolved_alpha = float(default_alpha if alpha is None else alpha)
@@ -234,7 +267,7 @@ class SparseVAE(
         )
         self._model_summary_string = (
             f"SparseVAE with prior={prior!r}, n_latent={n_latent}, n_hidden={n_hidden}, "
-            f"n_layers={n_layers}, beta={beta}, "
+            f"n_layers={n_layers}{depth_note}, beta={beta}, "
             + (
                 f"alpha={resolved_alpha:g}, "
                 if "alpha" in PRIOR_CLASSES[prior].option_names()
@@ -245,6 +278,23 @@ class SparseVAE(
         )
         self.init_params_ = self._get_init_params(locals())
         type(self)._models.add(self)
+
+    def _resolve_n_layers(self, n_layers: int | str) -> tuple[int, str]:
+        """The number of hidden layers, and a note for the summary when ``"auto"`` chose it."""
+        if n_layers == "auto":
+            labels = self.adata.obs[self.knowledge.perturbation_key].astype(str)
+            counts = labels[labels != str(self.control)].value_counts()
+            if counts.empty:  # only control cells: nothing to measure, the paper's depth
+                return 2, " (auto: no perturbed cells)"
+            median = float(counts.median())
+            return default_n_layers(median), f" (auto: median {median:g} cells per perturbation)"
+        if (
+            isinstance(n_layers, bool)
+            or not isinstance(n_layers, (int, np.integer))
+            or n_layers < 1
+        ):
+            raise ValueError(f"n_layers must be a positive integer or 'auto', got {n_layers!r}.")
+        return int(n_layers), ""
 
     #: Models alive now (weakly held): setup_anndata warns when it re-registers their data.
     _models: ClassVar[weakref.WeakSet] = weakref.WeakSet()
