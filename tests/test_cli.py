@@ -53,6 +53,20 @@ def test_fit_on_h5ad(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_perturbations"] == 6 and summary["n_latent"] == 3 and summary["seed"] == 0
     assert (out / "results.h5ad").exists() and (out / "pi_heatmap.png").exists()
+    assert summary["n_layers"] == 1  # auto: 30 cells per perturbation
+
+
+def test_fit_takes_the_depth(tmp_path, capsys):
+    path = tmp_path / "screen.h5ad"
+    small_simulation().write_h5ad(path)
+    base = ["fit", str(path), "--perturbation-key", "perturbation", "--control", "control"]
+    base += ["--n-latent", "3", "--max-epochs", "2"]
+    assert main([*base, "--n-layers", "2", "--out", str(tmp_path / "two")]) == 0
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["n_layers"] == 2
+    for bad in ("0", "deep"):
+        with pytest.raises(SystemExit):
+            main([*base, "--n-layers", bad, "--out", str(tmp_path / bad)])
+        assert "--n-layers" in capsys.readouterr().err
 
 
 def test_fit_is_reproducible_and_takes_a_seed(tmp_path, capsys):

@@ -194,6 +194,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _n_layers(text: str) -> int | str:
+    """``--n-layers``: ``auto`` or a positive number of hidden layers."""
+    return "auto" if text == "auto" else _positive_int(text)
+
+
 def _n_top_genes(text: str) -> int | None:
     """``--n-top-genes``: a positive number of genes, or ``all`` (``None``)."""
     return None if text == "all" else _positive_int(text)
@@ -273,6 +278,7 @@ def _fit(args: argparse.Namespace) -> int:
     }
     model_kwargs = {
         "n_latent": args.n_latent,
+        "n_layers": args.n_layers,
         "prior": args.prior,
         "sparsity": args.sparsity,
         "prior_kwargs": args.prior_kwargs,
@@ -344,6 +350,7 @@ def _fit(args: argparse.Namespace) -> int:
         "n_genes": adata.n_vars,
         "n_perturbations": len(model.perturbation_names),
         "n_latent": args.n_latent,
+        "n_layers": model.init_params_["non_kwargs"]["n_layers"],
         **{k: v for k, v in model.module.prior.hyperparameters().items()},
         "processes": 1 if trainer is None else trainer.world_size,
         **({"seed": 0 if args.seed is None else args.seed} if args.seeds is None else {}),
@@ -532,6 +539,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--layer", default=None, help="layer with counts (default: X)")
     fit.add_argument("--batch-key", default=None)
     fit.add_argument("--n-latent", type=int, default=15)
+    fit.add_argument(
+        "--n-layers",
+        type=_n_layers,
+        default="auto",
+        help="hidden layers of the encoder and decoder: a number, or auto (one below a median "
+        "of 100 cells per perturbation, else two; see sparsevae.model.default_n_layers)",
+    )
     fit.add_argument(
         "--prior",
         default=PRIORS.SPIKE_SLAB,
