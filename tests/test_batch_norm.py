@@ -21,7 +21,7 @@ def _train(recalibrate: bool, **train_kwargs):
     data = small_simulation()
     scvi.settings.seed = 0
     sv.SparseVAE.setup_anndata(data, perturbation_key="perturbation", control="control")
-    model = sv.SparseVAE(data, n_latent=4, n_hidden=16)
+    model = sv.SparseVAE(data, n_latent=4, n_hidden=16, n_layers=2)  # stacked layers
     # One minibatch holds every training cell, so the recomputed statistics are exactly the
     # training cells' mean and (unbiased) variance of the layer's input.
     model.train(
