@@ -87,13 +87,31 @@ def _run_and_save(job: tuple) -> None:
     frame.to_csv(part_path(*job), index=False)
 
 
+def summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (regime, cells): mean MCC / F1 / loss at each depth, the depth each one favours."""
+    from sparsevae.model import default_n_layers
+
+    keys = ["regime", "cells_per_perturbation"]
+    means = results.groupby([*keys, "n_layers"])[["mcc_pearson", "f1", "elbo_train_last5"]].mean()
+    wide = means.unstack("n_layers")
+    wide.columns = [f"{metric} ({n} layer{'s' * (n > 1)})" for metric, n in wide.columns]
+    by = {"mcc_pearson": "higher MCC", "f1": "higher F1", "elbo_train_last5": "lower loss"}
+    for metric, label in by.items():
+        per_depth = means[metric].unstack("n_layers")
+        best = per_depth.idxmin(axis=1) if metric.startswith("elbo") else per_depth.idxmax(axis=1)
+        wide[label] = best
+    wide["auto takes"] = [default_n_layers(cells) for _, cells in wide.index]
+    wide["seeds"] = results.groupby(keys)["seed"].nunique()
+    return wide.reset_index()
+
+
 def merge() -> str:
     from _provenance import write_results
 
     results = pd.concat([pd.read_csv(p) for p in sorted(PARTS.glob("*.csv"))])
-    keys = ["regime", "cells_per_perturbation", "n_layers"]
-    table = results.sort_values([*keys, "seed"]).set_index([*keys, "seed"]).round(3)
-    return write_results(
+    keys = ["regime", "cells_per_perturbation", "n_layers", "seed"]
+    table = results.sort_values(keys).round(3)
+    text = write_results(
         RESULTS,
         "depth_rule",
         "Network depth against cells per perturbation (the rule of n_layers='auto')",
@@ -102,10 +120,15 @@ def merge() -> str:
             "cells per perturbation changed, the default epochs, one torch thread per fit "
             "(`train_seconds` measured with two fits sharing the 2-core machine). "
             "`elbo_train_last5`: the training loss, mean of the last five epochs (lower is a "
-            "better fit). Every row is one seed; parts in `results/depth_rule_parts/`."
+            "better fit). Every row is one seed; parts in `results/depth_rule_parts/`. The "
+            "summary below the table: means over seeds, the depth each criterion favours and "
+            "the one `n_layers='auto'` takes."
         ),
         table,
     )
+    text += "\n## Summary\n\n" + summary(results).round(3).to_markdown(index=False) + "\n"
+    (RESULTS / "depth_rule.md").write_text(text)
+    return text
 
 
 def main() -> None:

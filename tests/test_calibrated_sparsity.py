@@ -187,10 +187,12 @@ def _fit_seen_f1(adata, **model_kwargs) -> tuple[float, int]:
 def test_default_recovers_the_graph_whatever_k(n_perturbations):
     """At the defaults (alpha = K), the same 20 perturbations keep their true edges at K = 500.
 
-    Margin (measured when written, 2 torch threads with the CPU's own kernels and 1 thread with
-    ``ATEN_CPU_CAPABILITY=default``): F1 of the 20 seen perturbations 0.95 at K = 20 and 1.0 at
-    K = 500 (33 and 30 edges of 30 true) against the floor 0.8; with the paper's objective
-    they keep no edge at K = 500 (F1 0), see the next test. The smallest true shift is 1.5 SD,
+    Both screens train one hidden layer (``n_layers="auto"``: a median of 60 and of 1 cell per
+    perturbation). Margin (measured at one layer, 1 torch thread): F1 of the 20 seen
+    perturbations 1.0 at K = 20 and at K = 500 (30 edges of 30 true) against the floor 0.8;
+    when written, at two layers (2 threads with the CPU's own kernels and 1 thread with
+    ``ATEN_CPU_CAPABILITY=default``), 0.95 and 1.0. With the paper's objective they keep no edge
+    at K = 500 (F1 0), see the next test. The smallest true shift is 1.5 SD,
     about 60 cells × 1.5^2 / 2 ≈ 69 nats of evidence: far above log(500) = 6.2, far below the
     paper's 2 × 499.
     """
