@@ -2,9 +2,10 @@
 
 ``sv.evaluate.interventional_nll_report`` on the bundled Norman subset at its defaults (the
 perturbation clusters held out in turn, seed 0), sVAE+ and iVAE, with ``n_layers=2`` (the
-paper's encoder and decoder, the package default) and ``n_layers=1`` (scvi-tools' default).
-The simulated regimes (``benchmarks/regimes.py``, rows "(one layer)") favour one layer; this
-says what real counts say. 100 importance particles per cell (the report's default is 1,000:
+paper's encoder and decoder, what ``n_layers="auto"`` takes with its 100 cells per
+perturbation) and ``n_layers=1`` (scvi-tools' default). The simulated regimes
+(``benchmarks/regimes.py``, rows "(one layer)") favour one layer; this says what real counts
+say. 100 importance particles per cell (the report's default is 1,000:
 the ranking is what is asked here, and the same particles serve every row).
 
 Usage::

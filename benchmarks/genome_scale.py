@@ -13,7 +13,9 @@ Parts, each in a fresh process (so that its peak resident memory, ``VmHWM``, is 
 saved to ``results/genome_scale_parts/<part>.json`` when it ends and skipped when already there:
 
 - ``svae``: ``anndata.read_h5ad(path, backed="r")``, ``SparseVAE.setup_anndata``,
-  ``SparseVAE(adata, n_latent=30)`` (the regime's p; everything else at its defaults),
+  ``SparseVAE(adata, n_latent=30, n_layers=2)`` (the regime's p; two hidden layers as SCVI
+  below and as every recorded run, where ``n_layers="auto"`` would now take one for 99 cells
+  per perturbation; everything else at its defaults),
   ``model.train(max_epochs=EPOCHS)`` (2 by default: the first samples the masks; the rotation
   and the mask freezing fall in the second, so every phase of a default run is timed), then
   ``get_latent_representation`` over every cell, ``get_mask_probabilities``,
@@ -164,7 +166,7 @@ def run_svae(path: str, epochs: int, threads: int, accelerator: str) -> dict:
         perturbation_key="perturbation",
         control="control",
     )
-    model = step("model", sv.SparseVAE, adata, n_latent=N_LATENT)
+    model = step("model", sv.SparseVAE, adata, n_latent=N_LATENT, n_layers=2)
     timer = _epoch_timer()
     plan = {"callbacks": [timer], "accelerator": accelerator, **QUIET_TRAINER}
     step("train", model.train, max_epochs=epochs, **plan)
