@@ -1,9 +1,10 @@
 """Scaling: time per epoch, peak memory and the one-off steps of sVAE+ against K and p.
 
 Issue 31, item 2: cost must not grow with what it should not. At a fixed data size (20,000
-cells × 500 genes, sparse CSR counts) this measures sVAE+ at its defaults but the depth (``SparseVAE(adata,
-n_latent=p, n_layers=2)``, two hidden layers at every K), ``model.train(max_epochs=EPOCHS)``: batch 256, 90% of the cells for training,
-KL warm-up capped at ``max_epochs``, rotation and mask freezing where the defaults put them)
+cells × 500 genes, sparse CSR counts) this measures sVAE+ at its defaults but the depth
+(``SparseVAE(adata, n_latent=p, n_layers=2)``: two hidden layers at every K,
+``model.train(max_epochs=EPOCHS)``: batch 256, 90% of the cells for training, KL warm-up
+capped at ``max_epochs``, rotation and mask freezing where the defaults put them)
 on **one CPU thread**, against
 
 - the number of perturbations, ``--part K``: K = 200, 2,000, 10,000 at p = 15 latents;
