@@ -281,9 +281,11 @@ class SparseVAE(
 
     def _resolve_n_layers(self, n_layers: int | str) -> tuple[int, str]:
         """The number of hidden layers, and a note for the summary when ``"auto"`` chose it."""
-        if n_layers == "auto":
+        if isinstance(n_layers, str) and n_layers == "auto":
             labels = self.adata.obs[self.knowledge.perturbation_key].astype(str)
-            counts = labels[labels != str(self.control)].value_counts()
+            if self.control is not None:
+                labels = labels[labels != self.control]
+            counts = labels.value_counts()
             if counts.empty:  # only control cells: nothing to measure, the paper's depth
                 return 2, " (auto: no perturbed cells)"
             median = float(counts.median())
