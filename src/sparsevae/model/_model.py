@@ -79,7 +79,9 @@ def default_n_layers(
     training loss cannot choose the depth) but identify worse.
     Measured on simulated screens (docs: Benchmarks, "Network depth"): with 25 to 70 cells per
     perturbation and at genome scale, one layer recovered the graph and latents better (much
-    better with 25 and 40 cells); with 100 and 250 cells, two did (the paper's simulation).
+    better with 25 and 40 cells); on the paper's simulation, two did from 100 cells. The rule
+    sees only cells: on a realistic screen (shallow counts, gene-programme decoder) with 150
+    cells per perturbation one layer was still better, so there it takes the worse depth.
 
     Examples
     --------
