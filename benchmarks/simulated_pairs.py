@@ -58,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _pairs import METRIC_DIRECTION, paired_difference, split_pairs
 
 RESULTS = Path(__file__).parent / "results"
 PARTS = RESULTS / "simulated_pairs_parts"
@@ -94,12 +95,6 @@ SETTINGS = {
         "library_log_sd": 0.4,
     },
 }
-METRIC_DIRECTION = {  # +1: higher is better
-    "pearson_all_genes": 1,
-    "pearson_top20_de": 1,
-    "mse_top20_de": -1,
-    "l2_top1000_expressed": -1,
-}
 
 
 def truth_changes(setting: dict, seed: int, pairs: list[str], control_mean) -> dict:
@@ -125,53 +120,6 @@ def truth_changes(setting: dict, seed: int, pairs: list[str], control_mean) -> d
     }
 
 
-def paired_difference(
-    zero_shot, additive, cells, control_mean, n_boot: int, random_state, scores
-) -> dict[str, float]:
-    """The 95% interval of sVAE+ minus additive per metric over the resamples of
-    ``score_predictions`` (the same seed draws the same resamples; its gene sets too: the top
-    20 DE genes of all cells, every gene for L2 here), oriented so that positive favours sVAE+.
-    """
-    scored_zero_shot, scored_additive = scores.loc[ZERO_SHOT], scores.loc[ADDITIVE]
-    n_cells = cells.shape[0]
-    rng = np.random.default_rng(random_state)
-    weights = rng.multinomial(n_cells, np.full(n_cells, 1.0 / n_cells), size=n_boot)
-    resampled = weights @ cells / n_cells - control_mean
-    observed = cells.mean(axis=0) - control_mean
-    if observed.size > 1000:
-        raise ValueError("the L2 metric here assumes at most 1,000 genes")
-    top = np.argsort(-np.abs(observed), kind="stable")[:20]
-
-    def metrics(predicted):
-        def pearson(p, o):
-            p = p - p.mean()
-            o = o - o.mean(axis=1, keepdims=True)
-            return (o @ p) / np.sqrt((p**2).sum() * (o**2).sum(axis=1))
-
-        error = resampled - predicted
-        return {
-            "pearson_all_genes": pearson(predicted, resampled),
-            "pearson_top20_de": pearson(predicted[top], resampled[:, top]),
-            "mse_top20_de": (error[:, top] ** 2).mean(axis=1),
-            "l2_top1000_expressed": np.sqrt((error**2).sum(axis=1)),
-        }
-
-    ours, theirs = metrics(zero_shot), metrics(additive)
-    out = {}
-    for metric, sign in METRIC_DIRECTION.items():
-        # The same resamples as score_predictions: the same intervals of each predictor.
-        for values, scored in ((ours[metric], scored_zero_shot), (theirs[metric], scored_additive)):
-            bounds = np.quantile(values, [0.025, 0.975])
-            expected = scored[[f"{metric}_low", f"{metric}_high"]].to_numpy(dtype=float)
-            if not np.allclose(bounds, expected, atol=1e-9):
-                raise RuntimeError(f"{metric}: not the resamples of score_predictions")
-        difference = sign * (ours[metric] - theirs[metric])
-        out[f"{metric}_paired_low"], out[f"{metric}_paired_high"] = np.quantile(
-            difference, [0.025, 0.975]
-        )
-    return out
-
-
 def run_one(name: str, seed: int, max_epochs: int, n_boot: int) -> pd.DataFrame:
     """Simulate, train, predict and score one (setting, seed): one row per (pair, predictor)."""
     import scvi
@@ -183,9 +131,7 @@ def run_one(name: str, seed: int, max_epochs: int, n_boot: int) -> pd.DataFrame:
     start = time.perf_counter()
     adata = sv.data.simulate_sparse_shift(**setting, random_state=seed)
     pairs = list(adata.uns["simulation"]["combinations"])
-    from _pairs import split_pairs
-
-    train, transfer, evaluation, control, control_mean, training_changes = split_pairs(
+    train, transfer, evaluation, control, control_mean, training_changes, *_ = split_pairs(
         adata, pairs, KEY, CONTROL, seed
     )
     truth = truth_changes(setting, seed, pairs, control_mean)
@@ -232,7 +178,7 @@ def run_one(name: str, seed: int, max_epochs: int, n_boot: int) -> pd.DataFrame:
             control_mean,
             n_boot,
             [seed, index],
-            scores,
+            scores.loc[[ZERO_SHOT, ADDITIVE]],
         )
         for predictor, values in scores.iterrows():
             against_truth = sv.evaluate.effect_metrics(
