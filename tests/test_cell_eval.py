@@ -12,10 +12,12 @@ from __future__ import annotations
 import importlib.util
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import sparsevae as sv
 from sparsevae.evaluate import score_with_cell_eval
+from sparsevae.evaluate._heldout import REPORT_COLUMNS
 
 KEY, CONTROL = "perturbation", "control"
 N_PERTURBATIONS = 6
@@ -185,3 +187,124 @@ def test_without_cell_eval_the_error_says_how_to_install(halves, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_cell_eval)
     with pytest.raises(ImportError, match=r'pip install "sparsevae\[eval\]"'):
         score_with_cell_eval(truth, real, KEY, CONTROL)
+
+
+def _report_data():
+    from .conftest import small_simulation
+
+    return small_simulation(n_cells_per_perturbation=60)
+
+
+@NEEDS_CELL_EVAL
+def test_the_report_scores_methods_and_baselines_with_cell_eval(tmp_path):
+    """``interventional_nll_report(cell_eval="minimal")``: every model and scored baseline row
+    gets cell-eval's metrics, the project's own beside them; "no change" is not scored; a
+    checkpointed report reads them back.
+    """
+    data = _report_data()
+    kwargs = dict(
+        methods=("svae+",),
+        heldout=["P4", "P5"],
+        max_epochs=5,
+        n_particles=2,
+        n_latent=4,
+        n_top_genes=None,
+        n_boot=0,
+        cell_eval="minimal",
+        checkpoint_dir=tmp_path / "checkpoint",
+    )
+    report = sv.evaluate.interventional_nll_report(data, **kwargs)
+    columns = [c for c in report.columns if c.startswith("cell_eval_")]
+    assert {"cell_eval_pearson_delta", "cell_eval_mae", "cell_eval_overlap_at_N"} <= set(columns)
+    assert list(report.columns[: len(REPORT_COLUMNS)]) == REPORT_COLUMNS
+    scored = report[report["method"] != "baseline: no change"]
+    assert set(scored["method"]) == {
+        "svae+",
+        "baseline: mean of training perturbations",
+        "baseline: split-half",
+    }
+    assert scored[columns].notna().all().all()
+    assert len(scored) == 3 * 2  # (model + 2 baselines) × 2 held-out perturbations
+    no_change = report[report["method"] == "baseline: no change"]
+    assert no_change[columns].isna().all().all()
+    # The split-half baseline is the same cells on both scorers' sides (transfer cells against
+    # all training control cells, log1p(CP10k)): cell-eval's Pearson delta is the project's.
+    split_half = report[report["method"] == "baseline: split-half"]
+    np.testing.assert_allclose(
+        split_half["cell_eval_pearson_delta"], split_half["pearson_all_genes"], atol=1e-5
+    )
+    # run again from the checkpoint: the same table, cell-eval columns included
+    again = sv.evaluate.interventional_nll_report(data, **kwargs)
+    assert list(again.columns) == list(report.columns)
+    np.testing.assert_allclose(
+        again[columns].to_numpy(dtype=float), report[columns].to_numpy(dtype=float)
+    )
+
+
+def test_the_report_checks_the_cell_eval_profile_before_training():
+    data = _report_data()
+    with pytest.raises(ValueError, match="cell_eval='fast' is not a cell-eval profile"):
+        sv.evaluate.interventional_nll_report(data, heldout=["P4"], cell_eval="fast")
+    with pytest.raises(ValueError, match="cell_eval needs a control label"):
+        sv.evaluate.interventional_nll_report(
+            data, heldout=["P4"], control=None, cell_eval="minimal"
+        )
+
+
+def test_the_report_without_cell_eval_says_how_to_install(monkeypatch):
+    import builtins
+
+    original = builtins.__import__
+
+    def no_cell_eval(name, *args, **kwargs):
+        if name == "cell_eval" or name.startswith("cell_eval."):
+            raise ImportError(f"No module named {name!r}")
+        return original(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_cell_eval)
+    with pytest.raises(ImportError, match=r"interventional_nll_report\(cell_eval=...\) needs"):
+        sv.evaluate.interventional_nll_report(_report_data(), heldout=["P4"], cell_eval="minimal")
+
+
+def _cli_report(tmp_path, *extra):
+    from sparsevae.cli import main
+
+    path = tmp_path / "screen.h5ad"
+    _report_data().write_h5ad(path)
+    return main(
+        [
+            "report",
+            str(path),
+            "--perturbation-key",
+            KEY,
+            "--out",
+            str(tmp_path / "out"),
+            "--methods",
+            "svae+",
+            "--heldout",
+            "P4,P5",
+            "--max-epochs",
+            "3",
+            "--n-particles",
+            "2",
+            "--n-latent",
+            "3",
+            *extra,
+        ]
+    )
+
+
+@NEEDS_CELL_EVAL
+def test_cli_report_with_cell_eval_writes_its_metrics(tmp_path):
+    assert _cli_report(tmp_path, "--control", CONTROL, "--cell-eval", "minimal") == 0
+    report = pd.read_csv(tmp_path / "out" / "report.csv")
+    assert report.loc[report["method"] == "svae+", "cell_eval_pearson_delta"].notna().all()
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "## Scored by cell-eval" in text and "cell-eval profile `minimal`" in text
+
+
+def test_cli_report_names_a_bad_cell_eval_profile_or_missing_control(tmp_path, capsys):
+    assert _cli_report(tmp_path, "--control", CONTROL, "--cell-eval", "fast") == 2
+    assert "--cell-eval 'fast' is not a cell-eval profile" in capsys.readouterr().err
+    assert _cli_report(tmp_path, "--cell-eval", "minimal") == 2
+    assert "--cell-eval needs --control" in capsys.readouterr().err

@@ -400,6 +400,7 @@ def _report_description(args: argparse.Namespace, adata, seconds: float) -> str:
             if args.n_top_genes and args.n_top_genes < adata.n_vars
             else "all."
         )
+        + (f" cell-eval profile `{args.cell_eval}`." if args.cell_eval else "")
         + f" Total {seconds / 60:.1f} min."
     )
 
@@ -439,6 +440,18 @@ def _report(args: argparse.Namespace) -> int:
             cluster_kwargs=cluster_kwargs,
             random_state=args.random_state,
         )
+    if args.cell_eval is not None:
+        from sparsevae.evaluate._cell_eval import check_cell_eval_profile
+
+        if args.control is None:
+            raise CommandError(
+                "--cell-eval needs --control: cell-eval scores each perturbation against "
+                "control cells."
+            )
+        try:
+            check_cell_eval_profile(args.cell_eval, "sparsevae report --cell-eval")
+        except (ValueError, ImportError) as error:
+            raise CommandError(str(error).replace("cell_eval=", "--cell-eval ")) from error
     # Each finished split is kept in OUT/checkpoint: --resume continues a killed report.
     checkpoint = _checkpoint_folder(out, args.resume, "report")
     from sparsevae._checkpoint import CheckpointMismatchError
@@ -463,6 +476,7 @@ def _report(args: argparse.Namespace) -> int:
             random_state=args.random_state,
             progress_bar=True,
             checkpoint_dir=checkpoint,
+            cell_eval=args.cell_eval,
         )
     except CheckpointMismatchError as error:  # --resume with other options than that run's
         raise CommandError(f"--resume: {error}") from error
@@ -690,6 +704,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {DEFAULT_N_TOP_GENES}, as sv.evaluate.interventional_nll_report)",
     )
     rep.add_argument("--random-state", type=int, default=0, help="seed of clusters and splits")
+    rep.add_argument(
+        "--cell-eval",
+        default=None,
+        metavar="PROFILE",
+        help="also score methods and baselines with cell-eval, the field's scorer, with this "
+        "metric profile (minimal, vcc, full, de, anndata, pds); needs the eval extra: "
+        "pip install 'sparsevae[eval]' (default: not scored)",
+    )
     rep.set_defaults(func=_report)
     return parser
 

@@ -126,15 +126,58 @@ def _log_normalised(
     return out
 
 
-def _import_cell_eval():
+def _import_cell_eval(caller: str = "score_with_cell_eval"):
     try:
         import cell_eval
     except ImportError as error:
         raise ImportError(
-            f"score_with_cell_eval needs cell-eval, which is an optional extra: {_INSTALL} "
+            f"{caller} needs cell-eval, which is an optional extra: {_INSTALL} "
             '(or pip install "cell-eval>=0.8,<0.9").'
         ) from error
     return cell_eval
+
+
+def check_cell_eval_profile(profile: str, caller: str) -> None:
+    """Before a long run: ``profile`` is cell-eval's, and cell-eval is installed."""
+    if profile not in CELL_EVAL_PROFILES:
+        raise ValueError(
+            f"cell_eval={profile!r} is not a cell-eval profile; choose one of "
+            f"{CELL_EVAL_PROFILES} (or None: no cell-eval scores)."
+        )
+    _import_cell_eval(caller)
+
+
+def cells_from_change(
+    control: AnnData, change: np.ndarray, label: str, perturbation_key: str
+) -> AnnData:
+    """A predicted change of mean ``log1p(counts per 10,000)`` as cells, for cell-eval.
+
+    Each control cell's ``log1p(CP10k)`` moved by ``change`` (clipped at 0), returned on the
+    CP10k scale (``expm1``), which :func:`score_with_cell_eval` normalises like counts: how a
+    baseline that predicts only a mean change (additive, mean of training perturbations)
+    becomes cells. Such cells have the control cells' spread around the moved mean.
+    """
+    values, _ = log1p_cp10k(control.X.toarray() if sp.issparse(control.X) else control.X)
+    moved = np.expm1(np.clip(values + np.asarray(change, dtype=float), 0, None))
+    obs = pd.DataFrame(
+        {perturbation_key: label}, index=[f"{label}:{name}" for name in control.obs_names]
+    )
+    return AnnData(X=moved.astype(np.float32), obs=obs, var=pd.DataFrame(index=control.var_names))
+
+
+def cell_eval_columns(
+    predicted: AnnData, real: AnnData, perturbation_key: str, control: str, profile: str
+) -> dict[str, dict[str, float]]:
+    """cell-eval's metrics per perturbation, ``{perturbation: {"cell_eval_<metric>": value}}``.
+
+    The columns of the held-out report (:func:`interventional_nll_report`'s ``cell_eval``).
+    """
+    table = score_with_cell_eval(predicted, real, perturbation_key, control, profile=profile)
+    wide = table.pivot_table(index="perturbation", columns="metric", values="value")
+    return {
+        str(perturbation): {f"cell_eval_{metric}": float(value) for metric, value in row.items()}
+        for perturbation, row in wide.iterrows()
+    }
 
 
 def _long_table(results, registry) -> pd.DataFrame:

@@ -19,9 +19,16 @@ from sparsevae._constants import DEFAULT_METHODS, DEFAULT_N_TOP_GENES
 from sparsevae._quiet import QUIET_TRAINER
 from sparsevae._validation import validate_counts
 
+from ._cell_eval import cell_eval_columns, check_cell_eval_profile
 from ._cells import _exclude_empty_cells, _fresh, _select_genes
 from ._effects import EFFECT_COLUMNS
-from ._heldout_effects import _effect_context, _predicted_changes, _score
+from ._heldout_effects import (
+    _cell_eval_baselines,
+    _cell_eval_real,
+    _effect_context,
+    _predicted_changes,
+    _score,
+)
 from ._identifiability import check_methods_and_seeds, method_kwargs
 from ._splits import EVALUATION, EXCLUDED, TRAIN, TRANSFER, HeldoutSplit, make_splits
 
@@ -130,12 +137,14 @@ def _fit_transfer_score(
     sparse_transfer: bool,
     model_kwargs: dict,
     train_kwargs: dict,
+    cell_eval: str | None,
     **_,
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+) -> tuple[np.ndarray, dict[str, np.ndarray], AnnData | None]:
     """Train ``method``, transfer, and score the held-out cells.
 
     Returns the NLL of each evaluation cell and, with a control label, each held-out
-    perturbation's predicted change (:func:`_predicted_changes`).
+    perturbation's predicted change and (with ``cell_eval``) predicted cells
+    (:func:`_predicted_changes`).
     """
     from sparsevae.model import SparseVAE
 
@@ -156,13 +165,21 @@ def _fit_transfer_score(
     model, nll = transfer_and_score(
         model, transfer, evaluation, seed=seed, n_particles=n_particles, sparse=sparse_transfer
     )
-    predicted = {}
+    predicted, cells = {}, None
     if control is not None:
         keys = {"perturbation_key": perturbation_key, "control": control, "layer": layer}
-        predicted = _predicted_changes(
-            model, adata, evaluation, roles, genes, seed, obs_keys=obs_keys, **keys
+        predicted, cells = _predicted_changes(
+            model,
+            adata,
+            evaluation,
+            roles,
+            genes,
+            seed,
+            cell_eval=cell_eval,
+            obs_keys=obs_keys,
+            **keys,
         )
-    return nll, predicted
+    return nll, predicted, cells
 
 
 def _evaluate_split(
@@ -178,7 +195,13 @@ def _evaluate_split(
     **fit_kwargs,
 ) -> list[dict]:
     layer, perturbation_key = fit_kwargs["layer"], fit_kwargs["perturbation_key"]
-    control = fit_kwargs["control"]
+    control, cell_eval = fit_kwargs["control"], fit_kwargs["cell_eval"]
+    keys = {
+        "perturbation_key": perturbation_key,
+        "control": control,
+        "layer": layer,
+        "obs_keys": (perturbation_key, fit_kwargs["batch_key"]),
+    }
     roles = split.roles.to_numpy().astype(object)
     genes = _select_genes(adata, np.flatnonzero(roles == TRAIN), layer, n_top_genes)
     roles = _exclude_empty_cells(adata, roles, genes, layer, split.name)
@@ -194,7 +217,7 @@ def _evaluate_split(
             perturbation_key=perturbation_key,
             control=control,
             layer=layer,
-            obs_keys=(perturbation_key, fit_kwargs["batch_key"]),
+            obs_keys=keys["obs_keys"],
             combination_delimiter=fit_kwargs["combination_delimiter"],
         )
 
@@ -229,10 +252,19 @@ def _evaluate_split(
         for seed in seeds:
             progress.set_description(f"{split.name} · {method} · seed {seed}")
             start = time.perf_counter()
-            nll, predicted = np.empty(0), {}
+            nll, predicted, cells, cell_eval_scores = np.empty(0), {}, None, {}
             if len(evaluation_labels):
-                nll, predicted = _fit_transfer_score(
+                nll, predicted, cells = _fit_transfer_score(
                     adata, roles, genes, method, seed, **fit_kwargs
+                )
+            if cells is not None and context:
+                real = _cell_eval_real(adata, roles, genes, list(context), seed, **keys)
+                cell_eval_scores = cell_eval_columns(
+                    cells[np.isin(cells.obs[perturbation_key].astype(str), [*context, control])],
+                    real,
+                    perturbation_key,
+                    control,
+                    cell_eval,
                 )
             logger.info(
                 "%s %s seed %d: %.1f s", split.name, method, seed, time.perf_counter() - start
@@ -249,11 +281,16 @@ def _evaluate_split(
                         random_state,
                     )
                     effects = scores.loc[method].to_dict()
+                effects = {**effects, **cell_eval_scores.get(perturbation, {})}
                 values = nll[evaluation_labels == perturbation]
                 rows.append(row(method, MODEL, seed, perturbation, values, effects))
             progress.update(1)
     # Baselines use observed cells only: the same for every seed, repeated so that means over
     # seeds treat them as the methods.
+    baseline_cell_eval = {
+        seed: _cell_eval_baselines(adata, roles, genes, context, seed, cell_eval, **keys)
+        for seed in (seeds if cell_eval is not None and context else ())
+    }
     for perturbation in split.heldout:
         if perturbation not in context:
             continue
@@ -262,8 +299,16 @@ def _evaluate_split(
         )
         for seed in seeds:
             for name, effects in scores.iterrows():
-                rows.append(row(name, BASELINE, seed, perturbation, np.empty(0), effects.to_dict()))
+                extra = baseline_cell_eval.get(seed, {}).get(name, {}).get(perturbation, {})
+                effects = {**effects.to_dict(), **extra}
+                rows.append(row(name, BASELINE, seed, perturbation, np.empty(0), effects))
     return rows
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    """``REPORT_COLUMNS`` and, when cell-eval scored the rows, its ``cell_eval_*`` columns."""
+    extra = sorted({key for row in rows for key in row if key.startswith("cell_eval_")})
+    return [*REPORT_COLUMNS, *extra]
 
 
 class _Checkpoint:
@@ -287,7 +332,7 @@ class _Checkpoint:
     def write(self, split: str, rows: list[dict]) -> None:
         """Write the split's rows (to a temporary file first: a kill leaves no half file)."""
         partial = self._path(split).with_suffix(".partial")
-        pd.DataFrame(rows, columns=REPORT_COLUMNS).to_csv(partial, index=False)
+        pd.DataFrame(rows, columns=_columns(rows)).to_csv(partial, index=False)
         partial.replace(self._path(split))
 
 
@@ -316,6 +361,7 @@ def interventional_nll_report(
     train_kwargs: dict | None = None,
     progress_bar: bool = False,
     checkpoint_dir: str | Path | None = None,
+    cell_eval: str | None = None,
 ) -> pd.DataFrame:
     """Interventional NLL of held-out perturbations for each method, split and seed.
 
@@ -375,6 +421,17 @@ def interventional_nll_report(
         killed mid-way continues where it stopped and gives the same table as an uninterrupted
         run (every split's models are seeded on their own). Settings that differ from those in
         the folder raise, naming them.
+    cell_eval
+        A cell-eval metric profile (``"minimal"``, ``"vcc"``, ``"full"``, ...:
+        :data:`CELL_EVAL_PROFILES`) to also score every method and baseline with cell-eval,
+        the field's scorer (:func:`score_with_cell_eval`; needs the optional extra,
+        ``pip install "sparsevae[eval]"``, checked before any model trains). Per seed, each
+        method's predicted cells of the held-out perturbations
+        (:meth:`~sparsevae.SparseVAE.predict_perturbations` at its defaults, one cell per
+        control cell of the same sample as the predicted changes) are scored against their
+        evaluation cells, both beside those control cells; the baselines as cells (split-half:
+        the transfer cells; the mean and additive baselines: the control cells moved by their
+        change; "no change" is not scored). ``None`` (default): no cell-eval columns.
 
     Returns
     -------
@@ -392,7 +449,8 @@ def interventional_nll_report(
     ``"baseline"`` score the baselines (:func:`baseline_predictions`: no change, the mean
     change of the training perturbations, the split-half ceiling from the transfer cells, and
     for combinations the additive baseline) on the same cells and bootstrap resamples, once
-    per seed; their NLL is NaN.
+    per seed; their NLL is NaN. With ``cell_eval``, a column ``cell_eval_<metric>`` per
+    cell-eval metric of the profile (NaN where not scored).
     ``report.attrs["splits"]`` stores each split (:meth:`HeldoutSplit.to_dict`: held-out
     perturbations and the names of their transfer, evaluation and excluded cells; all other
     cells trained) and ``report.attrs["split_params"]`` how it was drawn;
@@ -417,6 +475,13 @@ def interventional_nll_report(
             f"number of highly variable genes (default {DEFAULT_N_TOP_GENES}), or None for all."
         )
     validate_counts(adata, layer)
+    if cell_eval is not None:
+        if control is None:
+            raise ValueError(
+                "cell_eval needs a control label: cell-eval scores each perturbation against "
+                "control cells. Pass control=... or cell_eval=None."
+            )
+        check_cell_eval_profile(cell_eval, "interventional_nll_report(cell_eval=...)")
     if batch_key is not None and batch_key not in adata.obs:
         raise KeyError(f"batch_key={batch_key!r} is not a column of adata.obs.")
     splits = make_splits(
@@ -450,6 +515,8 @@ def interventional_nll_report(
         "data": [adata.n_obs, adata.n_vars],
         "splits": {split.name: split.to_dict() for split in splits},
     }
+    if cell_eval is not None:  # only then, so earlier checkpoint folders stay readable
+        settings["cell_eval"] = cell_eval
     checkpoint = _Checkpoint(checkpoint_dir, settings) if checkpoint_dir is not None else None
     rows: list[dict] = []
     total = len(splits) * len(methods) * len(seeds)
@@ -478,12 +545,13 @@ def interventional_nll_report(
                 random_state=random_state,
                 model_kwargs=model_kwargs or {},
                 train_kwargs=train_kwargs or {},
+                cell_eval=cell_eval,
                 progress=progress,
             )
             if checkpoint is not None:
                 checkpoint.write(split.name, split_rows)
             rows += split_rows
-    report = pd.DataFrame(rows, columns=REPORT_COLUMNS)
+    report = pd.DataFrame(rows, columns=_columns(rows))
     report.attrs["splits"] = {split.name: split.to_dict() for split in splits}
     report.attrs["split_params"] = {
         "random_state": random_state,

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import zlib
 
+import anndata
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
 from sparsevae._normalize import mean_log_expression
 
-from ._baselines import baseline_predictions, observed_changes
+from ._baselines import NO_CHANGE, SPLIT_HALF, baseline_predictions, observed_changes
+from ._cell_eval import cell_eval_columns, cells_from_change
 from ._cells import _fresh
 from ._effects import EFFECT_METRICS, log_normalized, score_predictions
 from ._splits import EVALUATION, TRAIN, TRANSFER
@@ -24,25 +27,97 @@ from ._splits import EVALUATION, TRAIN, TRANSFER
 MAX_CONTROL_CELLS = 2000
 
 
-def _predicted_changes(
-    model, adata, evaluation, roles, genes, seed, *, perturbation_key, control, layer, obs_keys
-) -> dict[str, np.ndarray]:
-    """The transferred model's predicted change of each held-out perturbation in ``evaluation``.
+def _control_cells(adata, roles, genes, seed, *, perturbation_key, control, layer, obs_keys):
+    """The training control cells, and the sample a seed's predictions start from.
 
-    :meth:`~sparsevae.SparseVAE.get_treatment_effect` at its defaults (counts drawn from the
-    model, shifts from each perturbation's own cells) on up to ``MAX_CONTROL_CELLS`` training
-    control cells.
+    The sample: at most ``MAX_CONTROL_CELLS`` of them, drawn with the seed.
     """
     labels = adata.obs[perturbation_key].astype(str).to_numpy()
     controls = np.flatnonzero((roles == TRAIN) & (labels == control))
     control_cells = _fresh(adata, controls, genes, layer, obs_keys)
     rng = np.random.default_rng(seed)
-    sample = np.sort(rng.permutation(len(controls))[:MAX_CONTROL_CELLS])
-    return {
+    return control_cells, np.sort(rng.permutation(len(controls))[:MAX_CONTROL_CELLS])
+
+
+def _predicted_changes(
+    model, adata, evaluation, roles, genes, seed, *, cell_eval, perturbation_key, **keys
+) -> tuple[dict[str, np.ndarray], AnnData | None]:
+    """The transferred model's predicted change of each held-out perturbation in ``evaluation``.
+
+    :meth:`~sparsevae.SparseVAE.get_treatment_effect` at its defaults (counts drawn from the
+    model, shifts from each perturbation's own cells) on up to ``MAX_CONTROL_CELLS`` training
+    control cells; with ``cell_eval``, also the predicted cells from the same control cells
+    (:meth:`~sparsevae.SparseVAE.predict_perturbations` at its defaults), else ``None``.
+    """
+    control_cells, sample = _control_cells(
+        adata, roles, genes, seed, perturbation_key=perturbation_key, **keys
+    )
+    perturbations = np.unique(evaluation.obs[perturbation_key].astype(str).to_numpy())
+    changes = {
         perturbation: model.get_treatment_effect(
             control_cells, perturbation=perturbation, indices=sample, random_state=seed
         ).to_numpy()
-        for perturbation in np.unique(evaluation.obs[perturbation_key].astype(str).to_numpy())
+        for perturbation in perturbations
+    }
+    cells = None
+    if cell_eval is not None:
+        cells = model.predict_perturbations(
+            list(perturbations), control_cells[sample].copy(), random_state=seed
+        )
+    return changes, cells
+
+
+def _cell_eval_real(adata, roles, genes, heldout, seed, *, perturbation_key, **keys) -> AnnData:
+    """The real side of a seed's cell-eval scores.
+
+    The held-out perturbations' evaluation cells beside the control cells that the seed's
+    predictions start from.
+    """
+    labels = adata.obs[perturbation_key].astype(str).to_numpy()
+    evaluation = np.flatnonzero(np.isin(labels, list(heldout)) & (roles == EVALUATION))
+    control_cells, sample = _control_cells(
+        adata, roles, genes, seed, perturbation_key=perturbation_key, **keys
+    )
+    obs_keys = keys["obs_keys"]
+    cells = _fresh(adata, evaluation, genes, keys["layer"], obs_keys)
+    return anndata.concat([cells, control_cells[sample]], index_unique=None)
+
+
+def _cell_eval_baselines(
+    adata, roles, genes, context, seed, profile, *, perturbation_key, control, **keys
+) -> dict[str, dict[str, dict[str, float]]]:
+    """cell-eval's metrics of the baselines, ``{baseline: {perturbation: columns}}``.
+
+    Scored beside the seed's control cells: the split-half baseline as the transfer cells, a
+    baseline of a mean change as the control cells moved by it (:func:`cells_from_change`);
+    "no change" is not scored (its cells would be the control cells).
+    """
+    keys = {"perturbation_key": perturbation_key, "control": control, **keys}
+    labels = adata.obs[perturbation_key].astype(str).to_numpy()
+    control_cells, sample = _control_cells(adata, roles, genes, seed, **keys)
+    base = control_cells[sample].copy()
+    real = _cell_eval_real(adata, roles, genes, list(context), seed, **keys)
+    blocks: dict[str, list[AnnData]] = {}
+    for perturbation, (_, baselines) in context.items():
+        for name, change in baselines.items():
+            if name == NO_CHANGE:
+                continue
+            if name == SPLIT_HALF:
+                transfer = np.flatnonzero((labels == perturbation) & (roles == TRANSFER))
+                block = _fresh(adata, transfer, genes, keys["layer"], keys["obs_keys"])
+            else:
+                block = cells_from_change(base, change, perturbation, perturbation_key)
+            blocks.setdefault(name, []).append(block)
+    control_block = base.copy()
+    return {
+        name: cell_eval_columns(
+            anndata.concat([*parts, control_block], index_unique="-"),
+            real,
+            perturbation_key,
+            control,
+            profile,
+        )
+        for name, parts in blocks.items()
     }
 
 

@@ -20,8 +20,9 @@ def report_markdown(
     """The report of :func:`interventional_nll_report` as a Markdown document.
 
     Sections: mean interventional NLL per held-out split, the splits, the NLL per
-    perturbation, predicted vs observed mean change (per method and per perturbation), the
-    perturbations that could not be evaluated, and ``figures`` (image paths). ``sparsevae
+    perturbation, predicted vs observed mean change (per method and per perturbation),
+    cell-eval's metrics (when the report has them: ``cell_eval=...``), the perturbations that
+    could not be evaluated, and ``figures`` (image paths). ``sparsevae
     report`` writes it to ``report.md``.
 
     Parameters
@@ -97,6 +98,30 @@ def report_markdown(
         per_perturbation_effects.to_markdown(index=False),
         "",
     ]
+    cell_eval = [column for column in report.columns if column.startswith("cell_eval_")]
+    if cell_eval:
+        scored = report.dropna(subset=cell_eval, how="all")
+        table = scored.groupby("method")[cell_eval].mean()
+        table.columns = [column.removeprefix("cell_eval_") for column in cell_eval]
+        table = table.reindex([m for m in effects.index if m in table.index])
+        lines += [
+            "## Scored by cell-eval",
+            "",
+            "The same held-out perturbations scored by cell-eval, the Virtual Cell Challenge's "
+            "scorer (`sv.evaluate.score_with_cell_eval`): each method's predicted cells (one "
+            "negative binomial draw per control cell, `predict_perturbations`) and the "
+            "baselines as cells (split-half: the transfer cells; mean and additive: the "
+            "control cells moved by their change), against the evaluation cells, both beside "
+            "the same training control cells, each cell as log1p(counts per 10,000). Mean "
+            "over held-out perturbations and seeds. `pearson_delta`, `overlap_at_N`, "
+            "`precision_at_N`, `discrimination_score_l1`: higher is better; `mse`, `mae`: "
+            "lower is better; `de_nsig_counts_*`: DE genes found in the real and predicted "
+            "cells (a baseline built by moving control cells has no within-group spread, so "
+            "its DE counts and DE metrics are not comparable with a model's).",
+            "",
+            table.to_markdown(floatfmt=".3f"),
+            "",
+        ]
     if len(notes):
         lines += ["## Not evaluated", "", notes.to_markdown(index=False), ""]
     if figures:
