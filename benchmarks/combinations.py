@@ -67,8 +67,8 @@ import torch
 from _pairs import METRIC_DIRECTION, paired_difference, split_pairs
 
 import sparsevae as sv
-from sparsevae._normalize import log1p_cp10k
 from sparsevae._quiet import QUIET_TRAINER, silence_lightning
+from sparsevae.evaluate._cell_eval import cells_from_change
 
 RESULTS = Path(__file__).parent / "results"
 KEY, CONTROL = "perturbation", "control"
@@ -113,18 +113,6 @@ def relabel(adata, names: dict[str, str]):
     return out
 
 
-def cells_from_change(control: ad.AnnData, change: np.ndarray, label: str) -> ad.AnnData:
-    """A baseline's change as cells: each control cell's log1p(CP10k) moved by ``change``.
-
-    Values below 0 are clipped; returned as CP10k-scale expression (``expm1``), which
-    :func:`sparsevae.evaluate.score_with_cell_eval` normalises like counts.
-    """
-    values, _ = log1p_cp10k(control.X.toarray() if hasattr(control.X, "toarray") else control.X)
-    moved = np.expm1(np.clip(values + change, 0, None)).astype(np.float32)
-    obs = pd.DataFrame({KEY: label}, index=[f"{label}:{name}" for name in control.obs_names])
-    return ad.AnnData(X=moved, obs=obs, var=pd.DataFrame(index=control.var_names))
-
-
 def with_control(blocks: list[ad.AnnData], control: ad.AnnData) -> ad.AnnData:
     """``blocks`` and the control cells in one AnnData (the layout cell-eval reads)."""
 
@@ -157,7 +145,7 @@ def cell_eval_rows(
         "baseline: split-half": with_control([transfer[np.isin(labels(transfer), pairs)]], control),
         **{
             name: with_control(
-                [cells_from_change(control, predictions[pair][name], pair) for pair in pairs],
+                [cells_from_change(control, predictions[pair][name], pair, KEY) for pair in pairs],
                 control,
             )
             for name in ("baseline: additive", "baseline: mean of training perturbations")
