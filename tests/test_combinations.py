@@ -392,6 +392,36 @@ def test_predict_perturbations_returns_counts_beside_the_control_cells(trained_p
     assert predicted.uns["sparsevae_prediction"]["depth"] == "model"
 
 
+def test_predicted_control_cells_are_the_models_own_reference(trained_pairs):
+    """``control_cells="predicted"``: the control group is drawn from the model like the
+    predicted cells, so the change between the groups' mean log1p(CP10k) is the model's own
+    effect, that of ``get_treatment_effect`` (same statistic, fewer draws).
+    """
+    model, train, _ = trained_pairs
+    control = train[train.obs["perturbation"] == "control"].copy()
+    observed = model.predict_perturbations("P0", control)
+    predicted = model.predict_perturbations("P0", control, control_cells="predicted")
+    labels = predicted.obs["perturbation"].astype(str).to_numpy()
+    assert predicted.obs["predicted"].all() and (labels == "control").sum() == control.n_obs
+    # the perturbed cells are the same draws either way; only the control group differs
+    np.testing.assert_array_equal(predicted[labels == "P0"].X, observed[labels == "P0"].X)
+    assert not np.array_equal(predicted[labels == "control"].X, observed[labels == "control"].X)
+    assert np.array_equal(predicted.X, np.round(predicted.X))
+    assert predicted.uns["sparsevae_prediction"]["control_cells"] == "predicted"
+
+    # the expected counts of both groups are the model's: their change is get_treatment_effect's
+    def mean_log(group):
+        expected = predicted[labels == group].layers["expected"].astype(np.float64)
+        return np.log1p(1e4 * expected / expected.sum(axis=1, keepdims=True)).mean(axis=0)
+
+    effect = model.get_treatment_effect(
+        control, "P0", statistic="expected", library_size=1e4, log1p=True
+    ).to_numpy()
+    np.testing.assert_allclose(mean_log("P0") - mean_log("control"), effect, atol=1e-4)
+    # (the observed control group's expected counts are its observed counts: not the model's)
+    assert predicted[labels == "control"].layers["expected"].sum() > 0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -401,6 +431,7 @@ def test_predict_perturbations_returns_counts_beside_the_control_cells(trained_p
         ({"perturbations": "P9"}, "P9"),
         ({"perturbations": "P0", "n_cells": 0}, "n_cells=0 must be a positive integer"),
         ({"perturbations": "P0", "depth": "sequenced"}, "depth='sequenced' is unknown"),
+        ({"perturbations": "P0", "control_cells": "real"}, "control_cells='real' is unknown"),
     ],
 )
 def test_predict_perturbations_refuses_bad_input(trained_pairs, kwargs, message):

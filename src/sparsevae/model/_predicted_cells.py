@@ -35,6 +35,7 @@ class PredictedCellsMixin:
         source: Literal["empirical", "prior"] = "empirical",
         depth: Literal["model", "observed"] = "model",
         include_control: bool = True,
+        control_cells: Literal["observed", "predicted"] = "observed",
         random_state: int = 0,
         batch_size: int | None = None,
     ) -> AnnData:
@@ -70,7 +71,17 @@ class PredictedCellsMixin:
         source, depth
             Where latent shifts come from and how library sizes are set (see above).
         include_control
-            Add the base cells themselves, with their observed counts, as the control group.
+            Add a control group: the base cells (see ``control_cells``).
+        control_cells
+            ``"observed"`` (default): the control group is the base cells themselves, their
+            observed counts (the field's layout: predicted cells beside real control cells,
+            so a scorer's predicted change is taken from the real control cells).
+            ``"predicted"``: the model's prediction of the base cells under the control label,
+            drawn as the predicted cells are (one negative binomial draw each, same depth
+            rule), so a scorer's predicted change is the model's own, as in
+            :meth:`get_treatment_effect` (``reference_statistic="model"``); the model's
+            reconstruction error of control cells then cancels instead of entering the
+            change. Needs a control label.
         random_state
             Seed of the sample of base cells and of the counts drawn.
         batch_size
@@ -79,11 +90,11 @@ class PredictedCellsMixin:
         Returns
         -------
         AnnData predicted cells (and control cells) × the model's genes: ``X`` counts
-        (float32, integer-valued; the control cells' observed counts); ``layers["expected"]``
-        the expected counts (the control cells': their observed counts);
-        ``obs[<perturbation key>]`` the label (control cells: the control label);
-        ``obs["predicted"]`` (False for control cells); ``obs["base_cell"]`` the base cell's
-        name; ``uns["sparsevae_prediction"]`` these settings.
+        (float32, integer-valued; observed control cells: their observed counts);
+        ``layers["expected"]`` the expected counts (observed control cells: their observed
+        counts); ``obs[<perturbation key>]`` the label (control cells: the control label);
+        ``obs["predicted"]`` (False for observed control cells); ``obs["base_cell"]`` the
+        base cell's name; ``uns["sparsevae_prediction"]`` these settings.
 
         Examples
         --------
@@ -108,6 +119,12 @@ class PredictedCellsMixin:
         for label in labels:
             parse_perturbation(label, known, delimiter, self.control)  # raises for unknown
         _check_choice("depth", depth, DEPTHS)
+        _check_choice("control_cells", control_cells, ("observed", "predicted"))
+        if control_cells == "predicted" and self.control is None:
+            raise ValueError(
+                "control_cells='predicted' predicts the base cells under the control label, "
+                "and this model has none; use control_cells='observed'."
+            )
         if n_cells is not None and (isinstance(n_cells, bool) or not int(n_cells) >= 1):
             raise ValueError(
                 f"n_cells={n_cells!r} must be a positive integer (predicted cells per "
@@ -143,7 +160,29 @@ class PredictedCellsMixin:
                     index=[f"{label}:{name}" for name in data.obs_names[cells]],
                 )
             )
-        if include_control:
+        if include_control and control_cells == "predicted":
+            libraries = []
+            proportions = self._predicted_means(
+                data,
+                self.control,
+                base,
+                batch_size,
+                1.0,
+                source,
+                libraries=libraries,
+                depth=depth,
+            )
+            expected = proportions * np.concatenate(libraries)[:, None]
+            blocks.append(draw_counts(expected, theta, rng))
+            expected_blocks.append(expected)
+            names = data.obs_names[base]
+            obs_blocks.append(
+                pd.DataFrame(
+                    {key: self.control, "predicted": True, "base_cell": names},
+                    index=[f"{self.control}:{name}" for name in names],
+                )
+            )
+        elif include_control:
             layer = self.registry_["setup_args"].get("layer")
             counts = (data.X if layer is None else data.layers[layer])[base]
             counts = counts.toarray() if hasattr(counts, "toarray") else np.asarray(counts)
@@ -170,6 +209,7 @@ class PredictedCellsMixin:
                     "perturbations": labels,
                     "source": source,
                     "depth": depth,
+                    "control_cells": control_cells if include_control else "none",
                     "n_cells": -1 if n_cells is None else int(n_cells),
                     "random_state": int(random_state),
                     "counts": "one negative binomial draw per predicted cell",
