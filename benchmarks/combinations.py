@@ -389,6 +389,9 @@ def main() -> None:
         help="pairs to hold out (default: every pair whose singles have cells of their own)",
     )
     args = parser.parse_args()
+    # before this run writes its own results (they are tracked files: written first, they
+    # would mark the commit as changed)
+    made_at = provenance()
     torch.set_num_threads(args.threads)
     silence_lightning()
     start = time.perf_counter()
@@ -492,7 +495,7 @@ def main() -> None:
     text = [
         "# Held-out pairs on the Norman 2019 subset: sVAE+ and the baselines",
         "",
-        provenance(),
+        made_at,
         "",
         f"`{command}`; {args.threads} torch thread(s); {seconds:.0f} s in all. "
         f"{adata.n_obs} cells × {adata.n_vars} genes.",
