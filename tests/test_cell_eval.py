@@ -173,10 +173,11 @@ def test_an_unknown_profile_is_named(halves):
         score_with_cell_eval(truth, real, KEY, CONTROL, profile="fast")
 
 
-def test_without_cell_eval_the_error_says_how_to_install(halves, monkeypatch):
+@pytest.fixture
+def without_cell_eval(monkeypatch):
+    """``import cell_eval`` fails, as where the extra is not installed."""
     import builtins
 
-    real, truth, _ = halves
     original = builtins.__import__
 
     def no_cell_eval(name, *args, **kwargs):
@@ -185,6 +186,10 @@ def test_without_cell_eval_the_error_says_how_to_install(halves, monkeypatch):
         return original(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_cell_eval)
+
+
+def test_without_cell_eval_the_error_says_how_to_install(halves, without_cell_eval):
+    real, truth, _ = halves
     with pytest.raises(ImportError, match=r'pip install "sparsevae\[eval\]"'):
         score_with_cell_eval(truth, real, KEY, CONTROL)
 
@@ -251,17 +256,7 @@ def test_the_report_checks_the_cell_eval_profile_before_training():
         )
 
 
-def test_the_report_without_cell_eval_says_how_to_install(monkeypatch):
-    import builtins
-
-    original = builtins.__import__
-
-    def no_cell_eval(name, *args, **kwargs):
-        if name == "cell_eval" or name.startswith("cell_eval."):
-            raise ImportError(f"No module named {name!r}")
-        return original(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_cell_eval)
+def test_the_report_without_cell_eval_says_how_to_install(without_cell_eval):
     with pytest.raises(ImportError, match=r"interventional_nll_report\(cell_eval=...\) needs"):
         sv.evaluate.interventional_nll_report(_report_data(), heldout=["P4"], cell_eval="minimal")
 
