@@ -68,9 +68,10 @@ def write_results(folder: Path, name: str, title: str, description: str, table) 
 
     ``table`` is a DataFrame; the Markdown shows it rounded to 3 digits. Returns the Markdown.
     """
+    made_at = provenance()  # first: the csv below may be a tracked file this run changes
     table.to_csv(folder / f"{name}.csv", index=False)
     text = "\n\n".join(
-        [f"# {title}", provenance(), description, table.round(3).to_markdown(index=False)]
+        [f"# {title}", made_at, description, table.round(3).to_markdown(index=False)]
     )
     (folder / f"{name}.md").write_text(text + "\n")
     return text
