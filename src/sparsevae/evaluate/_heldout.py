@@ -248,6 +248,8 @@ def _evaluate_split(
 
     no_effects = dict.fromkeys(EFFECT_COLUMNS, np.nan)
     rows = []
+    # with cell_eval: each seed's real side and control cells (the same for every method)
+    cell_eval_real: dict[int, tuple] = {}
     for method in methods:
         for seed in seeds:
             progress.set_description(f"{split.name} · {method} · seed {seed}")
@@ -258,7 +260,11 @@ def _evaluate_split(
                     adata, roles, genes, method, seed, **fit_kwargs
                 )
             if cells is not None and context:
-                real = _cell_eval_real(adata, roles, genes, list(context), seed, **keys)
+                if seed not in cell_eval_real:
+                    cell_eval_real[seed] = _cell_eval_real(
+                        adata, roles, genes, list(context), seed, **keys
+                    )
+                real = cell_eval_real[seed][0]
                 cell_eval_scores = cell_eval_columns(
                     cells[np.isin(cells.obs[perturbation_key].astype(str), [*context, control])],
                     real,
@@ -287,9 +293,15 @@ def _evaluate_split(
             progress.update(1)
     # Baselines use observed cells only: the same for every seed, repeated so that means over
     # seeds treat them as the methods.
+    if cell_eval is not None and context:
+        for seed in seeds:  # the real side, when no method was scored with the seed
+            if seed not in cell_eval_real:
+                cell_eval_real[seed] = _cell_eval_real(
+                    adata, roles, genes, list(context), seed, **keys
+                )
     baseline_cell_eval = {
-        seed: _cell_eval_baselines(adata, roles, genes, context, seed, cell_eval, **keys)
-        for seed in (seeds if cell_eval is not None and context else ())
+        seed: _cell_eval_baselines(adata, roles, genes, context, *real, cell_eval, **keys)
+        for seed, real in cell_eval_real.items()
     }
     for perturbation in split.heldout:
         if perturbation not in context:

@@ -67,36 +67,35 @@ def _predicted_changes(
     return changes, cells
 
 
-def _cell_eval_real(adata, roles, genes, heldout, seed, *, perturbation_key, **keys) -> AnnData:
-    """The real side of a seed's cell-eval scores.
+def _cell_eval_real(
+    adata, roles, genes, heldout, seed, *, perturbation_key, **keys
+) -> tuple[AnnData, AnnData]:
+    """The real side of a seed's cell-eval scores, and its control cells.
 
     The held-out perturbations' evaluation cells beside the control cells that the seed's
-    predictions start from.
+    predictions start from (:func:`_control_cells`'s sample), and those control cells alone.
     """
     labels = adata.obs[perturbation_key].astype(str).to_numpy()
     evaluation = np.flatnonzero(np.isin(labels, list(heldout)) & (roles == EVALUATION))
     control_cells, sample = _control_cells(
         adata, roles, genes, seed, perturbation_key=perturbation_key, **keys
     )
-    obs_keys = keys["obs_keys"]
-    cells = _fresh(adata, evaluation, genes, keys["layer"], obs_keys)
-    return anndata.concat([cells, control_cells[sample]], index_unique=None)
+    base = control_cells[sample].copy()
+    cells = _fresh(adata, evaluation, genes, keys["layer"], keys["obs_keys"])
+    return anndata.concat([cells, base], index_unique=None), base
 
 
 def _cell_eval_baselines(
-    adata, roles, genes, context, seed, profile, *, perturbation_key, control, **keys
+    adata, roles, genes, context, real, base, profile, *, perturbation_key, control, **keys
 ) -> dict[str, dict[str, dict[str, float]]]:
     """cell-eval's metrics of the baselines, ``{baseline: {perturbation: columns}}``.
 
-    Scored beside the seed's control cells: the split-half baseline as the transfer cells, a
-    baseline of a mean change as the control cells moved by it (:func:`cells_from_change`);
-    "no change" is not scored (its cells would be the control cells).
+    Scored against ``real`` beside the control cells ``base`` (:func:`_cell_eval_real`): the
+    split-half baseline as the transfer cells, a baseline of a mean change as the control
+    cells moved by it (:func:`cells_from_change`); "no change" is not scored (its cells would
+    be the control cells).
     """
-    keys = {"perturbation_key": perturbation_key, "control": control, **keys}
     labels = adata.obs[perturbation_key].astype(str).to_numpy()
-    control_cells, sample = _control_cells(adata, roles, genes, seed, **keys)
-    base = control_cells[sample].copy()
-    real = _cell_eval_real(adata, roles, genes, list(context), seed, **keys)
     blocks: dict[str, list[AnnData]] = {}
     for perturbation, (_, baselines) in context.items():
         for name, change in baselines.items():
@@ -108,10 +107,9 @@ def _cell_eval_baselines(
             else:
                 block = cells_from_change(base, change, perturbation, perturbation_key)
             blocks.setdefault(name, []).append(block)
-    control_block = base.copy()
     return {
         name: cell_eval_columns(
-            anndata.concat([*parts, control_block], index_unique="-"),
+            anndata.concat([*parts, base], index_unique="-"),
             real,
             perturbation_key,
             control,
